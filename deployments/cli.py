@@ -1,0 +1,107 @@
+"""The `tam` command line. Prefect is imported inside commands, after the API URL is known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, help="TAM pipeline on Prefect.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+run_app = typer.Typer(no_args_is_help=True, help="Run one pipeline step now, in this process.")
+app.add_typer(db_app, name="db")
+app.add_typer(run_app, name="run")
+console = Console()
+
+ProjectOpt = Annotated[UUID, typer.Option("--project", help="tam_projects.id")]
+JobOpt = Annotated[UUID | None, typer.Option("--job", help="tam_job_queue.id (created if missing)")]
+
+
+@db_app.command("init")
+def db_init(
+    url: Annotated[str | None, typer.Option(help="Database URL (default: settings)")] = None,
+) -> None:
+    """Create the tables and indexes if they are missing."""
+    from tam.settings import get_settings
+    from tam.stores import open_store, redact_url
+
+    target = url or get_settings().database_url
+
+    async def main() -> None:
+        store = open_store(target)
+        try:
+            await store.init_schema()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    console.print(f"[green]Schema ready[/] at {redact_url(target)}")
+
+
+@app.command()
+def emulators(
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    config: Annotated[str | None, typer.Option(help="JSON knobs per provider")] = None,
+) -> None:
+    """Serve every provider emulator on one port until Ctrl+C."""
+    from tam.emulators.server import EmulatorServer, env_for
+
+    knobs = json.loads(config) if config else None
+    with EmulatorServer(host=host, port=port, config=knobs) as server:
+        console.print("[bold]Emulators up.[/] Point the pipeline at them with:")
+        for key, value in env_for(server).items():
+            console.print(f"  export {key}={value}")
+        try:
+            asyncio.run(_forever())
+        except KeyboardInterrupt:
+            pass
+
+
+async def _forever() -> None:
+    while True:
+        await asyncio.sleep(3600)
+
+
+def _run_flow(step: str, **params: Any) -> None:
+    from flows import FLOWS
+
+    result = asyncio.run(FLOWS[step](**params))
+    console.print_json(data=result)
+
+
+@run_app.command("qualify")
+def run_qualify(project: ProjectOpt, job: JobOpt = None) -> None:
+    """Qualify the project's pending companies with Claude."""
+    _run_flow("qualify", project_id=project, job_id=job)
+
+
+@app.command()
+def reap(
+    stale_after: Annotated[float | None, typer.Option(help="Seconds without heartbeat")] = None,
+) -> None:
+    """Mark running jobs whose heartbeat stopped as failed."""
+    from flows.reaper import reap_stale_jobs
+
+    console.print_json(data=asyncio.run(reap_stale_jobs(stale_after_s=stale_after)))
+
+
+@app.command()
+def demo(
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Exit when the run ends")] = False,
+    companies: Annotated[int, typer.Option(help="Sample companies to create")] = 200,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its files")] = Path(".tam"),
+) -> None:
+    """Run the pipeline on a sample project: SQLite, local Prefect server, emulators, no key."""
+    from deployments.demo import run_demo
+
+    raise typer.Exit(run_demo(console, companies=companies, wait=not no_wait, data_dir=data_dir))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,116 @@
+"""Start and stop a local Prefect server (the reliable default; see design.md §6)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class LocalPrefectServer:
+    """`prefect server start` in a subprocess with its own PREFECT_HOME and SQLite database."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        ui: bool = True,
+        log_file: Path | None = None,
+    ) -> None:
+        self.home = home
+        self.host = host
+        self.port = port or free_port()
+        self.ui = ui
+        self.log_file = log_file or home / "server.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+
+    def start(self, timeout: float = 90.0) -> LocalPrefectServer:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true" if self.ui else "false",
+            "PREFECT_SERVER_API_HOST": self.host,
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            # NOTE: this server's own client settings must not point at another server.
+            "PREFECT_API_URL": self.api_url,
+        }
+        log = self.log_file.open("ab")
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"Prefect server exited with {self._proc.returncode}; see {self.log_file}"
+                )
+            if is_healthy(self.api_url):
+                return self
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"Prefect server did not become healthy in {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def __enter__(self) -> LocalPrefectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

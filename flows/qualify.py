@@ -1,0 +1,96 @@
+"""qualify-companies: Claude judges every pending company of a project against its ICP."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from prefect import flow
+
+from tam.batch_writer import BatchWriter
+from tam.clients.factory import claude_qualifier
+from tam.models import JobType, ProjectStatus, QualificationResult, QualificationStatus
+from tam.steps.qualify import QualifyContext, QualifyTally
+from tasks.hooks import JOB_HOOKS
+from tasks.limits import account_limiter
+from tasks.qualify import CONTEXTS, qualify_chunk_task
+from tasks.runtime import chunked, job_session
+
+
+def qualify_summary(tally: QualifyTally, project_counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "qualified": tally.qualified,
+        "disqualified": tally.disqualified,
+        "needsReview": tally.needs_review,
+        "total": tally.qualified + tally.disqualified + tally.needs_review,
+        "inputTokens": tally.input_tokens,
+        "outputTokens": tally.output_tokens,
+        "costUsd": round(tally.cost_usd, 6),
+        "project": project_counts,
+    }
+
+
+@flow(name="qualify-companies", **JOB_HOOKS)
+async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dict[str, Any]:
+    """Qualify the project's pending companies with Claude.
+
+    Loads the pending companies page by page, splits them into a bounded number of chunk
+    tasks that share one sliding window under the Anthropic account's limit, writes each
+    verdict in batches as it arrives, and moves the project to `enriching`. Companies the
+    model cannot judge stay `pending` with a reason starting "Needs review", so a re-run
+    retries exactly those.
+    """
+    async with job_session(JobType.qualify, project_id, job_id) as session:
+        _, icp = await session.load_project()
+        store, settings, reporter = session.store, session.settings, session.reporter
+        await reporter.step("loading pending companies")
+        pending = [
+            company
+            async for page in store.iter_companies(
+                project_id, status=QualificationStatus.pending, page_size=settings.read_page_size
+            )
+            for company in page
+        ]
+        if not pending:
+            return await session.complete(
+                qualify_summary(QualifyTally(), await store.count_companies(project_id))
+            )
+        reporter.set_total(len(pending))
+        await reporter.step(f"qualifying {len(pending)} companies")
+        qualifier = claude_qualifier(settings)
+        writer: BatchWriter[QualificationResult] = BatchWriter(
+            store.save_qualifications,
+            batch_size=settings.write_batch_size,
+            interval_s=settings.write_flush_s,
+            logger=session.logger,
+        )
+        ctx = QualifyContext(
+            icp=icp,
+            qualifier=qualifier,
+            limiter=account_limiter("anthropic", settings),
+            writer=writer,
+            reporter=reporter,
+            max_attempts=settings.max_attempts,
+        )
+        run_key = str(session.job_id)
+        CONTEXTS[run_key] = ctx
+        try:
+            async with writer, asyncio.TaskGroup() as group:
+                chunks = chunked(pending, settings.max_task_runs)
+                futures = [
+                    group.create_task(
+                        qualify_chunk_task(run_key, chunk, label=f"{i + 1}/{len(chunks)}")
+                    )
+                    for i, chunk in enumerate(chunks)
+                ]
+        finally:
+            CONTEXTS.pop(run_key, None)
+            await qualifier.close()
+        tally = QualifyTally()
+        for future in futures:
+            tally.add(QualifyTally(**future.result()))
+        await store.set_project_status(project_id, ProjectStatus.enriching)
+        return await session.complete(
+            qualify_summary(tally, await store.count_companies(project_id))
+        )

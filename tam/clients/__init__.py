@@ -1,0 +1,1 @@
+"""One typed client per provider; all raise the `tam.errors` tree."""

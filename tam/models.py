@@ -1,0 +1,279 @@
+"""Domain models shared by stores, clients and flows (pydantic at every edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from tam.domains import normalize_domain
+
+
+class ProjectStatus(StrEnum):
+    sourcing = "sourcing"
+    qualifying = "qualifying"
+    enriching = "enriching"
+    complete = "complete"
+
+
+class QualificationStatus(StrEnum):
+    pending = "pending"
+    qualified = "qualified"
+    disqualified = "disqualified"
+
+
+class JobStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled)
+
+
+class JobType(StrEnum):
+    source_companies = "source_companies"
+    qualify = "qualify"
+    find_contacts = "find_contacts"
+    check_linkedin = "check_linkedin"
+    refine_discolike = "refine_discolike"
+    build_tam = "build_tam"
+
+
+NEEDS_REVIEW_PREFIX = "Needs review"
+
+Seniority = Literal["C-Suite", "VP", "Director", "Manager", "Founder"]
+Geography = Literal["us_only", "specific_countries", "global"]
+
+
+class SourcingLimits(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    discolike_max_records: int = Field(default=200, ge=1, le=10_000, alias="discolikeMaxRecords")
+
+
+class IcpProfile(BaseModel):
+    """The ICP as the app stores it (camelCase JSON, every field optional)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", str_strip_whitespace=True)
+
+    business_model: str | None = Field(default=None, alias="businessModel", max_length=5000)
+    what_you_sell: str | None = Field(default=None, alias="whatYouSell", max_length=5000)
+    industry_keywords: list[str] = Field(
+        default_factory=list, alias="industryKeywords", max_length=200
+    )
+    employee_size_ranges: list[str] = Field(
+        default_factory=list, alias="employeeSizeRanges", max_length=50
+    )
+    geography: Geography | None = None
+    specific_countries: list[str] = Field(
+        default_factory=list, alias="specificCountries", max_length=250
+    )
+    special_criteria: str | None = Field(default=None, alias="specialCriteria", max_length=5000)
+    seniority_preference: list[Seniority] = Field(default_factory=list, alias="seniorityPreference")
+    contacts_per_company: int = Field(default=1, ge=1, le=50, alias="contactsPerCompany")
+    seed_company_domains: list[str] = Field(
+        default_factory=list, alias="seedCompanyDomains", max_length=500
+    )
+    sourcing_limits: SourcingLimits = Field(default_factory=SourcingLimits, alias="sourcingLimits")
+
+    @field_validator(
+        "industry_keywords",
+        "employee_size_ranges",
+        "specific_countries",
+        "seed_company_domains",
+        "seniority_preference",
+        mode="before",
+    )
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("contacts_per_company", mode="before")
+    @classmethod
+    def _default_contacts(cls, value: Any) -> Any:
+        return 1 if value is None else value
+
+    @field_validator("sourcing_limits", mode="before")
+    @classmethod
+    def _default_limits(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    def countries(self) -> list[str]:
+        """Countries to filter by, from `geography` (empty = no filter)."""
+        if self.geography == "us_only":
+            return ["US"]
+        if self.geography == "specific_countries":
+            return list(self.specific_countries)
+        return []
+
+    def seed_domains(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for raw in self.seed_company_domains:
+            domain = normalize_domain(raw)
+            if domain:
+                seen.setdefault(domain, None)
+        return list(seen)
+
+
+class Project(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID
+    name: str
+    status: ProjectStatus = ProjectStatus.sourcing
+    icp_profile: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+    def icp(self) -> IcpProfile:
+        """Validated ICP; raises pydantic.ValidationError naming the bad field."""
+        return IcpProfile.model_validate(self.icp_profile or {})
+
+
+class NewCompany(BaseModel):
+    """A company to insert (or merge) into a project; the store assigns the id."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    project_id: UUID
+    name: str
+    domain: str | None = None
+    linkedin_url: str | None = None
+    source: str = "manual"
+    industry: str | None = None
+    employee_count: str | None = None
+    location: str | None = None
+    description: str | None = None
+    digital_footprint_score: float | None = None
+    similarity_score: float | None = None
+    qualification_status: QualificationStatus = QualificationStatus.pending
+    qualification_reason: str | None = None
+    feedback: Literal["liked", "disliked"] | None = None
+    raw_data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _normalize(cls, value: Any) -> Any:
+        return normalize_domain(value) if isinstance(value, str) else value
+
+    @field_validator("employee_count", mode="before")
+    @classmethod
+    def _count_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class Company(NewCompany):
+    id: UUID
+    created_at: datetime | None = None
+
+
+class QualificationResult(BaseModel):
+    """What qualify writes back for one company."""
+
+    company_id: UUID
+    status: QualificationStatus
+    reason: str
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def needs_review(self) -> bool:
+        return self.status == QualificationStatus.pending
+
+
+class NewContact(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    project_id: UUID
+    company_id: UUID
+    first_name: str | None = None
+    last_name: str | None = None
+    title: str | None = None
+    linkedin_url: str
+    email: str | None = None
+    email_status: str | None = None
+    phone: str | None = None
+    source: str = "prospeo"
+    raw_data: dict[str, Any] = Field(default_factory=dict)
+    linkedin_last_post_date: datetime | None = None
+    linkedin_active: bool | None = None
+    linkedin_checked_at: datetime | None = None
+
+
+class Contact(NewContact):
+    id: UUID
+    created_at: datetime | None = None
+
+
+class ContactUpdate(BaseModel):
+    """A partial update of one contact; unset fields are left alone."""
+
+    contact_id: UUID
+    email: str | None = None
+    email_status: str | None = None
+    source: str | None = None
+    raw_data: dict[str, Any] | None = None
+    linkedin_last_post_date: datetime | None = None
+    linkedin_active: bool | None = None
+    linkedin_checked_at: datetime | None = None
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: UUID
+    project_id: UUID
+    job_type: str
+    status: JobStatus = JobStatus.pending
+    progress: int = 0
+    result_summary: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    flow_run_id: UUID | None = None
+    current_step: str | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    done_count: int | None = None
+    total_count: int | None = None
+    cost_usd: float | None = None
+    attempt: int = 0
+
+
+class JobUpdate(BaseModel):
+    """Fields a reporter may set on a job row; None means 'leave as is'."""
+
+    status: JobStatus | None = None
+    progress: int | None = Field(default=None, ge=0, le=100)
+    result_summary: dict[str, Any] | None = None
+    completed_at: datetime | None = None
+    flow_run_id: UUID | None = None
+    current_step: str | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    done_count: int | None = None
+    total_count: int | None = None
+    cost_usd: float | None = None
+    attempt: int | None = None
+
+
+class Usage(BaseModel):
+    """Tokens, credits and money one provider call consumed."""
+
+    provider: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    credits: float = 0.0
+    cost_usd: float = 0.0
+
+    @classmethod
+    def zero(cls, provider: str) -> Usage:
+        return cls(provider=provider)
+
+
+# NOTE: kept for the REST/JSON boundary where some rows come back with camelCase keys.
+COMPANY_ID_KEYS = AliasChoices("company_id", "companyId")

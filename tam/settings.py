@@ -1,0 +1,219 @@
+"""Settings from the environment and `.env` (one object, built once, overridable in tests)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".tam")
+
+PROVIDERS = (
+    "anthropic",
+    "prospeo",
+    "hunter",
+    "neverbounce",
+    "brightdata",
+    "discolike",
+    "google_places",
+)
+
+
+class LimitConfig(BaseModel):
+    """One provider account's budget, shared by every run and every worker."""
+
+    max_in_flight: int = Field(default=10, ge=1, le=1000)
+    # Requests allowed per `interval_s`; None = only the in-flight cap applies.
+    requests_per_interval: int | None = Field(default=None, ge=1)
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+def _default_limits() -> dict[str, LimitConfig]:
+    # NOTE: conservative defaults near each provider's documented entry-tier limits.
+    return {
+        "anthropic": LimitConfig(max_in_flight=10, requests_per_interval=50),
+        "prospeo": LimitConfig(max_in_flight=5, requests_per_interval=30),
+        "hunter": LimitConfig(max_in_flight=5, requests_per_interval=15, interval_s=1.0),
+        "neverbounce": LimitConfig(max_in_flight=10),
+        "brightdata": LimitConfig(max_in_flight=5),
+        "discolike": LimitConfig(max_in_flight=3),
+        "google_places": LimitConfig(max_in_flight=5, requests_per_interval=600),
+    }
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    return {
+        "claude-haiku-4-5": ModelPrice(input_per_mtok=1.0, output_per_mtok=5.0),
+        "claude-sonnet-4-5": ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0),
+        "claude-sonnet-4-6": ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0),
+        "claude-opus-4-5": ModelPrice(input_per_mtok=5.0, output_per_mtok=25.0),
+    }
+
+
+class Settings(BaseSettings):
+    """Every knob of the product. Provider keys are secrets and never logged."""
+
+    model_config = SettingsConfigDict(
+        # TAM_ENV_FILE="" disables the file (tests must not read a developer's .env).
+        env_file=os.environ.get("TAM_ENV_FILE", ".env") or None,
+        env_ignore_empty=True,
+        extra="ignore",
+        env_nested_delimiter="__",
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/tam.db",
+        validation_alias=AliasChoices("TAM_DATABASE_URL", "database_url"),
+    )
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, validation_alias=AliasChoices("TAM_DATA_DIR", "data_dir")
+    )
+
+    # --- providers -------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str = Field(
+        default="https://api.anthropic.com",
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url"),
+    )
+    anthropic_model: str = Field(
+        default="claude-haiku-4-5",
+        validation_alias=AliasChoices("TAM_ANTHROPIC_MODEL", "anthropic_model"),
+    )
+    anthropic_max_tokens: int = Field(default=400, ge=64, le=8192)
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=_default_prices,
+        validation_alias=AliasChoices("TAM_MODEL_PRICES", "model_prices"),
+    )
+
+    prospeo_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("PROSPEO_API_KEY", "prospeo_api_key")
+    )
+    prospeo_base_url: str = Field(
+        default="https://api.prospeo.io",
+        validation_alias=AliasChoices("PROSPEO_BASE_URL", "prospeo_base_url"),
+    )
+    hunter_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("HUNTER_API_KEY", "hunter_api_key")
+    )
+    hunter_base_url: str = Field(
+        default="https://api.hunter.io",
+        validation_alias=AliasChoices("HUNTER_BASE_URL", "hunter_base_url"),
+    )
+    neverbounce_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NEVERBOUNCE_API_KEY", "neverbounce_api_key"),
+    )
+    neverbounce_base_url: str = Field(
+        default="https://api.neverbounce.com",
+        validation_alias=AliasChoices("NEVERBOUNCE_BASE_URL", "neverbounce_base_url"),
+    )
+    brightdata_api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BRIGHTDATA_API_TOKEN", "brightdata_api_token"),
+    )
+    brightdata_base_url: str = Field(
+        default="https://api.brightdata.com",
+        validation_alias=AliasChoices("BRIGHTDATA_BASE_URL", "brightdata_base_url"),
+    )
+    brightdata_posts_dataset_id: str = Field(
+        default="gd_lyy3tktm25m4avu764",
+        validation_alias=AliasChoices("BRIGHTDATA_POSTS_DATASET_ID", "brightdata_posts_dataset_id"),
+    )
+    discolike_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DISCOLIKE_API_KEY", "discolike_api_key")
+    )
+    discolike_base_url: str = Field(
+        default="https://api.discolike.com",
+        validation_alias=AliasChoices("DISCOLIKE_BASE_URL", "discolike_base_url"),
+    )
+    google_places_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GOOGLE_PLACES_API_KEY", "google_places_api_key"),
+    )
+    google_places_base_url: str = Field(
+        default="https://places.googleapis.com",
+        validation_alias=AliasChoices("GOOGLE_PLACES_BASE_URL", "google_places_base_url"),
+    )
+
+    # --- limits, retries, timeouts --------------------------------------------------------
+    limits: dict[str, LimitConfig] = Field(
+        default_factory=_default_limits, validation_alias=AliasChoices("TAM_LIMITS", "limits")
+    )
+    # "local": one process-wide window per account; "prefect": leases on Prefect global
+    # concurrency limits, so the budget holds across processes (see tam.limiters).
+    limiter_backend: str = Field(
+        default="local",
+        validation_alias=AliasChoices("TAM_LIMITER_BACKEND", "limiter_backend"),
+        pattern="^(local|prefect)$",
+    )
+    http_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(
+        default=6, ge=1, le=20, validation_alias=AliasChoices("TAM_MAX_ATTEMPTS", "max_attempts")
+    )
+
+    # --- flows and job reporting ------------------------------------------------------------
+    chunk_size: int = Field(
+        default=250, ge=1, validation_alias=AliasChoices("TAM_CHUNK_SIZE", "chunk_size")
+    )
+    max_task_runs: int = Field(default=40, ge=1)
+    write_batch_size: int = Field(default=100, ge=1, le=1000)
+    write_flush_s: float = Field(default=1.0, gt=0)
+    read_page_size: int = Field(default=500, ge=1, le=1000)
+    progress_interval_s: float = Field(default=1.0, ge=0)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    stale_job_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("TAM_STALE_JOB_AFTER_S", "stale_job_after_s"),
+    )
+    linkedin_active_days: int = Field(default=30, ge=1)
+
+    # --- dispatch ---------------------------------------------------------------------------
+    service_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SERVICE_API_KEY", "service_api_key")
+    )
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_URL", "supabase_url")
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "supabase_service_role_key"),
+    )
+
+    @model_validator(mode="after")
+    def _merge_limit_defaults(self) -> Settings:
+        # A partial TAM_LIMITS (say only anthropic) must not drop the other providers.
+        merged = _default_limits()
+        merged.update(self.limits)
+        self.limits = merged
+        return self
+
+    def limit_for(self, provider: str) -> LimitConfig:
+        return self.limits.get(provider, LimitConfig())
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for redaction and for tests that grep for leaks."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The work of each pipeline step as plain async functions (Prefect tasks wrap them)."""

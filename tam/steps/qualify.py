@@ -1,0 +1,127 @@
+"""Qualify: ask Claude about each pending company, write verdicts in batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tam.batch_writer import BatchWriter
+from tam.clients._retry import call_with_retries
+from tam.clients.anthropic import ClaudeQualifier, Judgement
+from tam.errors import BadResponse, InvalidRequest
+from tam.job_reporter import JobReporter
+from tam.limiters import AccountLimiter
+from tam.models import (
+    NEEDS_REVIEW_PREFIX,
+    Company,
+    IcpProfile,
+    QualificationResult,
+    QualificationStatus,
+)
+
+_STATUS = {
+    "qualified": QualificationStatus.qualified,
+    "disqualified": QualificationStatus.disqualified,
+    "needs_review": QualificationStatus.pending,
+}
+
+
+@dataclass
+class QualifyTally:
+    qualified: int = 0
+    disqualified: int = 0
+    needs_review: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    def add(self, other: QualifyTally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class QualifyContext:
+    """Everything one qualify run shares between its chunks."""
+
+    icp: IcpProfile
+    qualifier: ClaudeQualifier
+    limiter: AccountLimiter
+    writer: BatchWriter[QualificationResult]
+    reporter: JobReporter
+    max_attempts: int
+    tally: QualifyTally = field(default_factory=QualifyTally)
+
+
+def result_from_judgement(company: Company, judgement: Judgement) -> QualificationResult:
+    verdict = judgement.verdict
+    status = _STATUS[verdict.verdict]
+    reason = verdict.reason.strip()
+    if status == QualificationStatus.pending:
+        reason = f"{NEEDS_REVIEW_PREFIX} (model unsure): {reason}"
+    return QualificationResult(
+        company_id=company.id,
+        status=status,
+        reason=reason,
+        raw={
+            "verdict": verdict.verdict,
+            "confidence": verdict.confidence,
+            "model": judgement.model,
+            "input_tokens": judgement.usage.input_tokens,
+            "output_tokens": judgement.usage.output_tokens,
+        },
+    )
+
+
+def needs_review(company: Company, why: str) -> QualificationResult:
+    return QualificationResult(
+        company_id=company.id,
+        status=QualificationStatus.pending,
+        reason=f"{NEEDS_REVIEW_PREFIX} ({why})",
+        raw={"verdict": "needs_review", "error": why},
+    )
+
+
+async def qualify_one(ctx: QualifyContext, company: Company) -> QualificationResult:
+    """One company → one verdict. Systemic and outage errors propagate (they fail the job);
+    an answer this company alone cannot get becomes 'Needs review (...)'."""
+    try:
+        judgement = await call_with_retries(
+            lambda: ctx.qualifier.judge(company, ctx.icp),
+            limiter=ctx.limiter,
+            max_attempts=ctx.max_attempts,
+        )
+    except BadResponse as exc:
+        return needs_review(company, f"malformed model output: {exc.message}")
+    except InvalidRequest as exc:
+        return needs_review(company, f"request rejected: {exc.message}")
+    ctx.tally.calls += 1
+    ctx.tally.input_tokens += judgement.usage.input_tokens
+    ctx.tally.output_tokens += judgement.usage.output_tokens
+    ctx.tally.cost_usd += judgement.usage.cost_usd
+    ctx.reporter.cost_usd += judgement.usage.cost_usd
+    return result_from_judgement(company, judgement)
+
+
+async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> QualifyTally:
+    """Qualify a chunk concurrently; the shared limiter makes it a sliding window across
+    every chunk and run. The first systemic error cancels the rest of the chunk."""
+    tally = QualifyTally()
+
+    async def one(company: Company) -> None:
+        result = await qualify_one(ctx, company)
+        await ctx.writer.add(result)
+        if result.status == QualificationStatus.qualified:
+            tally.qualified += 1
+        elif result.status == QualificationStatus.disqualified:
+            tally.disqualified += 1
+        else:
+            tally.needs_review += 1
+        ctx.reporter.advance(1)
+
+    async with asyncio.TaskGroup() as group:
+        for company in companies:
+            group.create_task(one(company))
+    return tally

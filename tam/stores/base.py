@@ -1,0 +1,133 @@
+"""The one store protocol every backend (SQLite, Postgres, Supabase REST) implements.
+
+Rules every backend keeps:
+- reads are paginated (keyset on id, `page_size` rows per round trip), never one unbounded
+  select: Supabase's REST API silently caps an unpaginated read at 1,000 rows;
+- writes take lists and cost one round trip per batch, not per row;
+- inserts are upserts on the unique keys — (project_id, domain) for companies,
+  (project_id, linkedin_url) for contacts — so a re-run never duplicates a row;
+- `round_trips` counts statements/requests sent, so benchmarks can check the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from tam.models import (
+    Company,
+    Contact,
+    ContactUpdate,
+    Job,
+    JobStatus,
+    JobUpdate,
+    NewCompany,
+    NewContact,
+    Project,
+    ProjectStatus,
+    QualificationResult,
+    QualificationStatus,
+)
+
+
+class StoreError(Exception):
+    """The database could not be reached or refused a statement."""
+
+
+class NotFoundInStore(StoreError):
+    pass
+
+
+@runtime_checkable
+class Store(Protocol):
+    round_trips: int
+
+    async def init_schema(self) -> None:
+        """Create the tables/indexes if missing (no-op for Supabase REST)."""
+
+    async def close(self) -> None: ...
+
+    # --- projects -------------------------------------------------------------------------
+    async def create_project(self, project: Project) -> Project: ...
+
+    async def get_project(self, project_id: UUID) -> Project:
+        """Raises NotFoundInStore."""
+        ...
+
+    async def set_project_status(self, project_id: UUID, status: ProjectStatus) -> None: ...
+
+    def iter_projects(self, *, page_size: int = 500) -> AsyncIterator[list[Project]]: ...
+
+    # --- companies ------------------------------------------------------------------------
+    async def upsert_companies(self, companies: Sequence[NewCompany]) -> list[Company]:
+        """Insert new companies; a (project, domain) that exists keeps its row, id,
+        qualification and feedback (only empty descriptive fields are filled in).
+        Returns the rows that were newly inserted."""
+        ...
+
+    def iter_companies(
+        self,
+        project_id: UUID,
+        *,
+        status: QualificationStatus | None = None,
+        feedback: str | None = None,
+        with_domain: bool = False,
+        ids: Sequence[UUID] | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[list[Company]]: ...
+
+    async def existing_domains(self, project_id: UUID) -> set[str]: ...
+
+    async def save_qualifications(self, results: Sequence[QualificationResult]) -> None:
+        """Write status + reason (+ raw_data.qualification) for many companies at once."""
+
+    async def count_companies(self, project_id: UUID) -> dict[str, int]:
+        """{'pending': n, 'qualified': n, 'disqualified': n, 'needs_review': n, 'total': n}."""
+        ...
+
+    # --- contacts -------------------------------------------------------------------------
+    async def upsert_contacts(self, contacts: Sequence[NewContact]) -> list[Contact]:
+        """Insert contacts; an existing (project, linkedin_url) keeps its row and any email
+        already found. Returns the newly inserted rows."""
+        ...
+
+    async def update_contacts(self, updates: Sequence[ContactUpdate]) -> None: ...
+
+    def iter_contacts(
+        self,
+        project_id: UUID,
+        *,
+        company_ids: Sequence[UUID] | None = None,
+        with_linkedin: bool = False,
+        page_size: int = 500,
+    ) -> AsyncIterator[list[Contact]]: ...
+
+    # --- jobs -----------------------------------------------------------------------------
+    async def create_job(
+        self, project_id: UUID, job_type: str, *, job_id: UUID | None = None
+    ) -> Job: ...
+
+    async def get_job(self, job_id: UUID) -> Job:
+        """Raises NotFoundInStore."""
+        ...
+
+    async def update_job(
+        self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
+    ) -> bool:
+        """Apply the set fields. With `only_if_status`, only when the row's status is one of
+        them (a compare-and-set, so a late hook cannot overwrite a final state).
+        Returns whether a row changed."""
+        ...
+
+    async def clear_job_result(self, job_id: UUID) -> None:
+        """Set result_summary and completed_at back to NULL (a re-run starts clean)."""
+
+    async def list_jobs(
+        self,
+        *,
+        status: Sequence[JobStatus] = (),
+        heartbeat_before: datetime | None = None,
+        limit: int = 500,
+    ) -> list[Job]: ...
