@@ -1,0 +1,146 @@
+"""Shared plumbing for the httpx-based provider clients: one status → error mapping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from tam.errors import (
+    AuthFailed,
+    BadResponse,
+    InvalidRequest,
+    NotFound,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    Unavailable,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; the backoff default is good enough
+
+
+def body_snippet(response: httpx.Response, limit: int = 200) -> str:
+    """A short, single-line excerpt of an error body (HTML pages included)."""
+    text = response.text if response.content else ""
+    return " ".join(text.split())[:limit]
+
+
+def map_status(
+    provider: str, response: httpx.Response, message: str | None = None
+) -> ProviderError:
+    """Default HTTP status → error class; clients refine it with their provider's codes."""
+    status = response.status_code
+    text = message or body_snippet(response) or response.reason_phrase
+    kwargs: dict[str, Any] = {"provider": provider, "status_code": status}
+    if status == 429:
+        return RateLimited(text, retry_after=retry_after_seconds(response.headers), **kwargs)
+    if status in (401, 403):
+        return AuthFailed(text, **kwargs)
+    if status == 402:
+        return OutOfCredits(text, **kwargs)
+    if status == 404:
+        return NotFound(text, **kwargs)
+    if status in (408, 409, 425) or status >= 500:
+        return Unavailable(text, retry_after=retry_after_seconds(response.headers), **kwargs)
+    return InvalidRequest(text, **kwargs)
+
+
+class ProviderHTTP:
+    """An httpx.AsyncClient for one provider, raising the `tam.errors` tree.
+
+    Keys go in headers or params set by the concrete client and are never put in messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 50,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.provider = provider
+        self._params = dict(params or {})
+        self._client = http_client or httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=dict(headers or {}),
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            # NOTE: a proxy from the environment must never see provider keys in transit.
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
+        """Send; transport failures → Unavailable; statuses outside `ok` → `map_status`."""
+        merged: list[tuple[str, Any]] = list(self._params.items())
+        if isinstance(params, Mapping):
+            merged.extend(params.items())
+        elif params:
+            merged.extend(params)
+        try:
+            response = await self._client.request(
+                method, path, params=merged or None, json=json_body, headers=headers
+            )
+        except httpx.TimeoutException:
+            raise Unavailable("request timed out", provider=self.provider) from None
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"connection failed: {type(exc).__name__}", provider=self.provider
+            ) from None
+        if response.status_code not in ok:
+            raise map_status(self.provider, response)
+        return response
+
+    def json(self, response: httpx.Response) -> Any:
+        """The body as JSON; an HTML error page or truncated body → BadResponse."""
+        try:
+            return response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadResponse(
+                f"expected JSON, got {response.headers.get('content-type', '?')}: "
+                f"{body_snippet(response, 80)}",
+                provider=self.provider,
+                status_code=response.status_code,
+            ) from None
+
+    def parse(self, model: type[M], data: Any) -> M:
+        """Validate into `model`; a schema mismatch → BadResponse naming the field."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise BadResponse(
+                f"unexpected answer shape at {where}: {first['msg']}", provider=self.provider
+            ) from None
