@@ -32,9 +32,11 @@ class LimitConfig(BaseModel):
 
 
 def _default_limits() -> dict[str, LimitConfig]:
-    # NOTE: conservative defaults near each provider's documented entry-tier limits.
+    # NOTE: near each provider's entry-tier limits. Anthropic's per-minute budget depends on
+    # the account tier, so only its in-flight cap is fixed; the limiter learns the rate from
+    # 429s (set TAM_LIMITS__ANTHROPIC__REQUESTS_PER_INTERVAL to pin it).
     return {
-        "anthropic": LimitConfig(max_in_flight=10, requests_per_interval=50),
+        "anthropic": LimitConfig(max_in_flight=10),
         "prospeo": LimitConfig(max_in_flight=5, requests_per_interval=30),
         "hunter": LimitConfig(max_in_flight=5, requests_per_interval=15, interval_s=1.0),
         "neverbounce": LimitConfig(max_in_flight=10),
@@ -159,7 +161,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TAM_LIMITER_BACKEND", "limiter_backend"),
         pattern="^(local|prefect)$",
     )
-    http_timeout_s: float = Field(default=60.0, gt=0)
+    http_timeout_s: float = Field(
+        default=60.0, gt=0, validation_alias=AliasChoices("TAM_HTTP_TIMEOUT_S", "http_timeout_s")
+    )
     max_attempts: int = Field(
         default=6, ge=1, le=20, validation_alias=AliasChoices("TAM_MAX_ATTEMPTS", "max_attempts")
     )
@@ -168,12 +172,22 @@ class Settings(BaseSettings):
     chunk_size: int = Field(
         default=250, ge=1, validation_alias=AliasChoices("TAM_CHUNK_SIZE", "chunk_size")
     )
-    max_task_runs: int = Field(default=40, ge=1)
+    max_task_runs: int = Field(
+        default=40, ge=1, validation_alias=AliasChoices("TAM_MAX_TASK_RUNS", "max_task_runs")
+    )
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     write_flush_s: float = Field(default=1.0, gt=0)
     read_page_size: int = Field(default=500, ge=1, le=1000)
-    progress_interval_s: float = Field(default=1.0, ge=0)
-    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    progress_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        validation_alias=AliasChoices("TAM_PROGRESS_INTERVAL_S", "progress_interval_s"),
+    )
+    heartbeat_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("TAM_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s"),
+    )
     stale_job_after_s: float = Field(
         default=300.0,
         gt=0,

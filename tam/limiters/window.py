@@ -37,7 +37,8 @@ class LimiterStats:
     waiting: int = 0
     rate_limited: int = 0
     capacity: int = 0
-    learned_rate: float | None = None
+    # AIMD congestion window on concurrency (≤ capacity); see `rate_limited`.
+    window: float = 1.0
     paused_until: float = 0.0
     recent_starts: deque[float] = field(default_factory=deque)
 
@@ -46,8 +47,8 @@ class AccountLimiter:
     """Admits a call when a slot is free, the interval budget allows it, and no 429 pause holds.
 
     Waiters are served first come, first served, so no item starves. On a 429 the limiter
-    pauses every new start until `retry-after` and lowers its rate to what the provider just
-    accepted; the rate climbs back after each quiet interval.
+    pauses every new start until `retry-after` and halves its concurrency window, which
+    grows back by one per answer.
     """
 
     def __init__(
@@ -64,8 +65,10 @@ class AccountLimiter:
         self._clock = clock
         self._cond = asyncio.Condition()
         self._queue: deque[asyncio.Future[None]] = deque()
-        self.stats = LimiterStats(capacity=config.max_in_flight if capacity is None else 0)
-        self._last_429 = 0.0
+        self.stats = LimiterStats(
+            capacity=config.max_in_flight if capacity is None else 0,
+            window=float(config.max_in_flight),
+        )
         self._wakeup: asyncio.TimerHandle | None = None
 
     # --- public --------------------------------------------------------------------------
@@ -113,38 +116,26 @@ class AccountLimiter:
             asyncio.get_running_loop().create_task(self._source.idle(self))
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """A call got 429: pause new starts and learn a lower rate."""
+        """A call got 429: pause every new start until `retry-after` and halve the window.
+
+        AIMD on concurrency (halve on 429, +1 per answer) rather than a learned request rate:
+        a rate learned from a noisy window ratchets down under scattered 429s, while a
+        halved window climbs back within a few calls and still settles under a real cap.
+        """
         now = self._clock()
         self.stats.rate_limited += 1
         pause = retry_after if retry_after is not None and retry_after > 0 else 1.0
         self.stats.paused_until = max(self.stats.paused_until, now + pause)
-        window = self.config.interval_s
-        accepted = sum(1 for t in self.stats.recent_starts if t > now - window)
-        current = self._rate_cap()
-        learned = max(1.0, min(float(accepted), current if current else float(accepted)) * 0.9)
-        self.stats.learned_rate = learned
-        self._last_429 = now
+        self.stats.window = max(1.0, min(self.stats.window, float(self.stats.capacity)) / 2)
         self._admit()
 
     def succeeded(self) -> None:
-        """A call got an answer: after a quiet interval the learned rate climbs back."""
-        if self.stats.learned_rate is None:
-            return
-        now = self._clock()
-        if now - self._last_429 > self.config.interval_s:
-            self.stats.learned_rate *= 1.1
-            self._last_429 = now  # one step per interval
-            configured = self.config.requests_per_interval
-            if configured is not None and self.stats.learned_rate >= configured:
-                self.stats.learned_rate = None
+        """A call got an answer: the window grows back by one."""
+        if self.stats.window < self.config.max_in_flight:
+            self.stats.window = min(float(self.config.max_in_flight), self.stats.window + 1)
+            self._admit()
 
     # --- scheduling ------------------------------------------------------------------------
-    def _rate_cap(self) -> float | None:
-        caps = [
-            c for c in (self.config.requests_per_interval, self.stats.learned_rate) if c is not None
-        ]
-        return min(caps) if caps else None
-
     def _admit(self) -> None:
         now = self._clock()
         window = self.config.interval_s
@@ -155,14 +146,14 @@ class AccountLimiter:
             if self._queue[0].done():
                 self._queue.popleft()
                 continue
-            if self.stats.in_flight >= self.stats.capacity:
+            if self.stats.in_flight >= min(self.stats.capacity, int(self.stats.window)):
                 return
             if now < self.stats.paused_until:
                 self._schedule(self.stats.paused_until - now)
                 return
-            cap = self._rate_cap()
-            if cap is not None and len(starts) >= int(cap):
-                self._schedule(starts[len(starts) - int(cap)] + window - now)
+            cap = self.config.requests_per_interval
+            if cap is not None and len(starts) >= cap:
+                self._schedule(starts[len(starts) - cap] + window - now)
                 return
             fut = self._queue.popleft()
             self.stats.waiting -= 1

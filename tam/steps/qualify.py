@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
@@ -52,7 +52,6 @@ class QualifyContext:
     writer: BatchWriter[QualificationResult]
     reporter: JobReporter
     max_attempts: int
-    tally: QualifyTally = field(default_factory=QualifyTally)
 
 
 def result_from_judgement(company: Company, judgement: Judgement) -> QualificationResult:
@@ -84,9 +83,11 @@ def needs_review(company: Company, why: str) -> QualificationResult:
     )
 
 
-async def qualify_one(ctx: QualifyContext, company: Company) -> QualificationResult:
-    """One company → one verdict. Systemic and outage errors propagate (they fail the job);
-    an answer this company alone cannot get becomes 'Needs review (...)'."""
+async def qualify_one(
+    ctx: QualifyContext, company: Company, tally: QualifyTally
+) -> QualificationResult:
+    """One company → one verdict, counted in `tally`. Systemic and outage errors propagate
+    (they fail the job); an answer this company alone cannot get becomes 'Needs review'."""
     try:
         judgement = await call_with_retries(
             lambda: ctx.qualifier.judge(company, ctx.icp),
@@ -97,10 +98,10 @@ async def qualify_one(ctx: QualifyContext, company: Company) -> QualificationRes
         return needs_review(company, f"malformed model output: {exc.message}")
     except InvalidRequest as exc:
         return needs_review(company, f"request rejected: {exc.message}")
-    ctx.tally.calls += 1
-    ctx.tally.input_tokens += judgement.usage.input_tokens
-    ctx.tally.output_tokens += judgement.usage.output_tokens
-    ctx.tally.cost_usd += judgement.usage.cost_usd
+    tally.calls += 1
+    tally.input_tokens += judgement.usage.input_tokens
+    tally.output_tokens += judgement.usage.output_tokens
+    tally.cost_usd += judgement.usage.cost_usd
     ctx.reporter.cost_usd += judgement.usage.cost_usd
     return result_from_judgement(company, judgement)
 
@@ -111,7 +112,7 @@ async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> Qu
     tally = QualifyTally()
 
     async def one(company: Company) -> None:
-        result = await qualify_one(ctx, company)
+        result = await qualify_one(ctx, company, tally)
         await ctx.writer.add(result)
         if result.status == QualificationStatus.qualified:
             tally.qualified += 1
