@@ -89,9 +89,12 @@ async def find_email(
     raw: dict[str, Any] = {}
 
     async def call(provider: str, make: Callable[[], Awaitable[T]]) -> T | None:
+        # Prospeo budgets enrich separately from search (5/s vs 1/s on Starter): use an
+        # enrich-specific limiter when the caller has one.
+        limiter = limiters.get(f"{provider}_enrich") if provider == "prospeo" else None
         try:
             return await call_with_retries(
-                make, limiter=limiters.get(provider), max_attempts=max_attempts
+                make, limiter=limiter or limiters.get(provider), max_attempts=max_attempts
             )
         except (NotFound, InvalidRequest) as exc:
             raw[provider] = {"error": type(exc).__name__, "message": exc.message}

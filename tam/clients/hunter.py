@@ -1,0 +1,164 @@
+"""Hunter email finder: the most likely address of a person at a domain.
+
+Wire facts (hunter.io/api-documentation/v2): the key goes in ``X-API-KEY`` (or ``api_key``);
+errors are ``{"errors": [{"id", "code", "details"}]}``. Hunter inverts the usual statuses:
+**403 is the rate limit** (retry later) and **429 the exhausted monthly quota** (stop). A miss
+is a 200 with ``data.email`` null and costs nothing; 451 means Hunter was asked not to
+process that person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from tam.clients._http import ProviderHTTP, body_snippet, retry_after_seconds
+from tam.errors import (
+    AuthFailed,
+    InvalidRequest,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    SystemicError,
+    Unavailable,
+)
+from tam.models import Usage
+
+PROVIDER = "hunter"
+# NOTE: Starter plan list price ($49 / 2,000 credits); override with the account's price.
+DEFAULT_CREDIT_PRICE_USD = 0.0245
+
+
+class HunterEmail(BaseModel):
+    """A found address with Hunter's confidence and its own verification status."""
+
+    email: str
+    score: int | None = None
+    verification_status: str | None = None  # valid | accept_all | unknown | ...
+    verification_date: str | None = None
+    position: str | None = None
+    linkedin_url: str | None = None
+    accept_all: bool | None = None
+
+
+class _Verification(BaseModel):
+    date: str | None = None
+    status: str | None = None
+
+
+class _FinderData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    email: str | None = None
+    score: int | None = None
+    position: str | None = None
+    linkedin_url: str | None = None
+    accept_all: bool | None = None
+    verification: _Verification | None = None
+
+
+class _FinderAnswer(BaseModel):
+    data: _FinderData
+
+
+class _ErrorItem(BaseModel):
+    id: str | None = None
+    code: int | None = None
+    details: str | None = None
+
+
+class _ErrorAnswer(BaseModel):
+    errors: list[_ErrorItem]
+
+
+class HunterClient:
+    """Hunter's email finder. One call per method; retries live in `tam.clients._retry`."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://api.hunter.io",
+        timeout: float = 60.0,
+        http_client: httpx.AsyncClient | None = None,
+        credit_price_usd: float = DEFAULT_CREDIT_PRICE_USD,
+    ) -> None:
+        # The header keeps the key out of URLs, which end up in logs and tracebacks.
+        self._http = ProviderHTTP(
+            provider=PROVIDER,
+            base_url=base_url,
+            headers={"X-API-KEY": api_key},
+            timeout=timeout,
+            http_client=http_client,
+        )
+        self.credit_price_usd = credit_price_usd
+        self.usage = Usage.zero(PROVIDER)
+        self.calls = 0
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def find_email(
+        self, *, domain: str, first_name: str, last_name: str
+    ) -> HunterEmail | None:
+        """The person's most likely address at `domain`, or None when Hunter has none."""
+        if not (domain.strip() and first_name.strip() and last_name.strip()):
+            raise ValueError("find_email needs a domain, a first name and a last name")
+        params = {
+            "domain": domain.strip(),
+            "first_name": first_name.strip(),
+            "last_name": last_name.strip(),
+        }
+        self.calls += 1
+        response = await self._http.request(
+            "GET", "/v2/email-finder", params=params, ok=tuple(range(200, 600))
+        )
+        if response.status_code != 200:
+            raise _error(response)
+        answer = self._http.parse(_FinderAnswer, self._http.json(response))
+        data = answer.data
+        if not data.email:
+            return None
+        self.usage.credits += 1
+        self.usage.cost_usd += self.credit_price_usd
+        verification = data.verification or _Verification()
+        return HunterEmail(
+            email=data.email,
+            score=data.score,
+            verification_status=verification.status,
+            verification_date=verification.date,
+            position=data.position,
+            linkedin_url=data.linkedin_url,
+            accept_all=data.accept_all,
+        )
+
+
+def _error(response: httpx.Response) -> ProviderError:
+    """Hunter's status (and error id) → the error tree."""
+    status = response.status_code
+    detail = _details(response)
+    kwargs: dict[str, Any] = {"provider": PROVIDER, "status_code": status}
+    if status == 401:
+        return AuthFailed(detail, **kwargs)
+    if status == 403:
+        return RateLimited(detail, retry_after=retry_after_seconds(response.headers), **kwargs)
+    if status in (402, 429):
+        return OutOfCredits(f"usage limit reached: {detail}", **kwargs)
+    if status == 404:
+        # Hunter answers 404 only for unknown paths: a wrong base URL fails every call.
+        return SystemicError(f"endpoint not found: {detail}", **kwargs)
+    if status in (408, 409, 425) or status >= 500 or 200 <= status < 300:
+        # 2xx other than 200 (202/222) are "try again later" answers on Hunter's side.
+        return Unavailable(detail, retry_after=retry_after_seconds(response.headers), **kwargs)
+    return InvalidRequest(detail, **kwargs)
+
+
+def _details(response: httpx.Response) -> str:
+    try:
+        parsed = _ErrorAnswer.model_validate(response.json())
+    except ValueError:
+        return body_snippet(response) or response.reason_phrase
+    parts = [f"{e.id}: {e.details}" if e.id else str(e.details) for e in parsed.errors]
+    return "; ".join(parts) or response.reason_phrase

@@ -1,0 +1,154 @@
+"""Hunter emulator: ``GET /v2/email-finder``, real wire format.
+
+Facts it follows (hunter.io/api-documentation/v2): the key comes as the ``api_key`` query
+parameter, the ``X-API-KEY`` header or a bearer token; answers are ``{"data", "meta"}``;
+errors are ``{"errors": [{"id", "code", "details"}]}`` with 401 for a bad key, **403 for the
+rate limit** and **429 for the exhausted monthly quota** (inverted from most APIs); a miss
+is a 200 whose ``data.email`` is null and costs nothing.
+
+So the framework's knobs keep their meaning: an injected or rate-cap 429 ("slow down")
+answers Hunter's 403, and ``out_of_credits`` answers Hunter's 429.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tam.domains import normalize_domain
+from tam.emulators.base import Call, Endpoint, ErrorReason, ProviderEmulator, register_provider
+
+_ERRORS = {
+    ErrorReason.auth: (401, "authentication_failed", "No user found for the API key supplied"),
+    ErrorReason.out_of_credits: (
+        429,
+        "too_many_requests",
+        "You have reached your monthly quota of requests. Upgrade your plan to continue.",
+    ),
+    ErrorReason.rate_limited: (403, "too_many_requests", "You have reached the rate limit."),
+    ErrorReason.permission: (403, "too_many_requests", "You have reached the rate limit."),
+    ErrorReason.bad_request: (400, "wrong_params", "Your request was not valid."),
+    ErrorReason.not_found: (404, "not_found", "The requested resource couldn't be found."),
+}
+_SCORES = {"valid": (90, 99), "accept_all": (60, 80), "unknown": (40, 70)}
+
+
+def _errors(status: int, error_id: str, details: str) -> Response:
+    body = {"errors": [{"id": error_id, "code": status, "details": details}]}
+    return JSONResponse(body, status_code=status)
+
+
+def _finder_key(call: Call) -> str | None:
+    q = call.request.query_params
+    domain = normalize_domain(q.get("domain") or "") or q.get("company") or ""
+    name = q.get("full_name") or f"{q.get('first_name', '')} {q.get('last_name', '')}"
+    return f"{' '.join(name.lower().split())}@{domain.lower()}"
+
+
+@register_provider
+class HunterEmulator(ProviderEmulator):
+    name = "hunter"
+    # Hunter refuses bursts with its rate-limit answer.
+    concurrency_status = 403
+
+    def api_key(self, request: Request) -> str | None:
+        key = request.query_params.get("api_key") or request.headers.get("x-api-key")
+        return key.strip() or None if key else super().api_key(request)
+
+    def error_response(self, status: int, reason: ErrorReason, message: str) -> Response:
+        if reason in _ERRORS:
+            return _errors(*_ERRORS[reason])
+        return _errors(status, "server_error", f"Something went wrong on Hunter's end ({message}).")
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint(
+                "/v2/email-finder",
+                self.email_finder,
+                ("GET",),
+                name="email_finder",
+                item_key=_finder_key,
+            )
+        ]
+
+    async def email_finder(self, call: Call) -> Response:
+        q = call.request.query_params
+        domain = normalize_domain(q.get("domain") or "")
+        first, last = q.get("first_name") or "", q.get("last_name") or ""
+        if not (first and last) and q.get("full_name"):
+            first, _, last = q["full_name"].strip().partition(" ")
+        if domain is None:
+            return _errors(400, "wrong_params", "You are missing the domain parameter")
+        if not (first.strip() and last.strip()):
+            return _errors(
+                400,
+                "wrong_params",
+                "You are missing the first_name and last_name or full_name parameter",
+            )
+        person = self.world.find_person(domain, first, last)
+        status = self.world.hunter_status(domain, person) if person else None
+        data: dict[str, Any] = {
+            "first_name": first,
+            "last_name": last,
+            "email": None,
+            "score": None,
+            "domain": domain,
+            "accept_all": None,
+            "position": None,
+            "twitter": None,
+            "linkedin_url": None,
+            "phone_number": None,
+            "company": self.world.company_for(domain)["name"],
+            "sources": [],
+            "verification": {"date": None, "status": None},
+        }
+        if person is not None and status is not None:
+            self.counters.bump("credits")
+            low, high = _SCORES[status]
+            unit = self.world.unit(domain, "hunter_score", person["linkedin_url"])
+            data.update(
+                email=person["email"],
+                score=low + int(unit * (high - low + 1)),
+                accept_all=status == "accept_all",
+                position=person["title"],
+                linkedin_url=person["linkedin_url"],
+                verification={"date": date.today().isoformat(), "status": status},
+                sources=[
+                    {
+                        "domain": domain,
+                        "uri": f"https://{domain}/team",
+                        "extracted_on": "2025-01-15",
+                        "last_seen_on": "2025-06-01",
+                        "still_on_page": True,
+                    }
+                ],
+            )
+        body = {
+            "data": data,
+            "meta": {
+                "params": {
+                    "first_name": q.get("first_name"),
+                    "last_name": q.get("last_name"),
+                    "full_name": q.get("full_name"),
+                    "domain": q.get("domain"),
+                    "company": q.get("company"),
+                    "max_duration": q.get("max_duration"),
+                }
+            },
+        }
+        if call.malformed:
+            return self._malformed(body)
+        return JSONResponse(body)
+
+    def _malformed(self, body: dict[str, Any]) -> Response:
+        kind = self.faults.content_rng.choice(["truncated", "wrong_types", "html"])
+        if kind == "html":
+            return Response("<html><body>Bad Gateway</body></html>", 200, media_type="text/html")
+        if kind == "truncated":
+            text = json.dumps(body)
+            return Response(text[: max(1, len(text) // 2)], 200, media_type="application/json")
+        return JSONResponse({"data": {"email": ["not", "a", "string"], "score": "high"}})
