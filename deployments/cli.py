@@ -13,9 +13,7 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, help="TAM pipeline on Prefect.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
-run_app = typer.Typer(no_args_is_help=True, help="Run one pipeline step now, in this process.")
 app.add_typer(db_app, name="db")
-app.add_typer(run_app, name="run")
 console = Console()
 
 ProjectOpt = Annotated[UUID, typer.Option("--project", help="tam_projects.id")]
@@ -75,10 +73,40 @@ def _run_flow(step: str, **params: Any) -> None:
     console.print_json(data=result)
 
 
-@run_app.command("qualify")
-def run_qualify(project: ProjectOpt, job: JobOpt = None) -> None:
-    """Qualify the project's pending companies with Claude."""
-    _run_flow("qualify", project_id=project, job_id=job)
+@app.command("run")
+def run_step(
+    step: Annotated[str, typer.Argument(help="Job type, e.g. qualify, find_contacts")],
+    project: ProjectOpt,
+    job: JobOpt = None,
+) -> None:
+    """Run STEP for a project now, in this process (job types as the app names them)."""
+    from flows import FLOWS
+
+    if step not in FLOWS:
+        raise typer.BadParameter(f"unknown step {step!r}; one of: {', '.join(FLOWS)}")
+    _run_flow(step, project_id=project, job_id=job)
+
+
+@app.command()
+def serve(
+    flow: Annotated[list[str] | None, typer.Option(help="Serve only these flows")] = None,
+    limit: Annotated[int | None, typer.Option(help="Max concurrent flow runs")] = None,
+) -> None:
+    """Serve every flow as a Prefect deployment from this process (Ctrl+C to stop)."""
+    from deployments.serve import serve as serve_all
+
+    serve_all(flow, limit)
+
+
+@app.command()
+def webhook(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Run the dispatch webhook the Edge Function calls (needs SERVICE_API_KEY)."""
+    from deployments.webhook import run
+
+    run(host=host, port=port)
 
 
 @app.command()

@@ -18,7 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deployments.prefect_server import LocalPrefectServer, free_port, is_healthy
+from deployments.prefect_server import (
+    LocalPrefectServer,
+    drain_prefect_clients,
+    free_port,
+    is_healthy,
+)
 
 DEMO_ICP: dict[str, Any] = {
     "businessModel": "B2B SaaS",
@@ -178,4 +183,5 @@ def run_demo(console: Console, *, companies: int, wait: bool, data_dir: Path) ->
         return 0
     finally:
         if prefect is not None:
+            drain_prefect_clients()
             prefect.stop()

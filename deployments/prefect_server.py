@@ -25,6 +25,22 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def drain_prefect_clients(timeout: float = 5.0) -> None:
+    """Ship queued logs and events now, while the server is still up.
+
+    Prefect sends them from background workers at interpreter exit; if the server is
+    already stopped by then, the workers retry for about a minute before giving up.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # noqa: BLE001,S110 - best effort at shutdown
+            pass
+
+
 class LocalPrefectServer:
     """`prefect server start` in a subprocess with its own PREFECT_HOME and SQLite database."""
 

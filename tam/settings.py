@@ -37,7 +37,9 @@ def _default_limits() -> dict[str, LimitConfig]:
     # 429s (set TAM_LIMITS__ANTHROPIC__REQUESTS_PER_INTERVAL to pin it).
     return {
         "anthropic": LimitConfig(max_in_flight=10),
+        # Prospeo limits search and enrichment separately (30/min vs 300/min on Starter).
         "prospeo": LimitConfig(max_in_flight=5, requests_per_interval=30),
+        "prospeo_enrich": LimitConfig(max_in_flight=5, requests_per_interval=300),
         "hunter": LimitConfig(max_in_flight=5, requests_per_interval=15, interval_s=1.0),
         "neverbounce": LimitConfig(max_in_flight=10),
         "brightdata": LimitConfig(max_in_flight=5),
