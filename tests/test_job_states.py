@@ -1,0 +1,165 @@
+"""Job rows end final whatever ends the run: crash (SIGKILL → reaper) and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from flows.qualify import qualify_companies
+from flows.reaper import reap_stale_jobs
+from tam.job_reporter import utcnow
+from tam.models import JobStatus, JobUpdate
+from tam.stores.base import Store
+from tests.helpers.seed import seed_project
+
+pytestmark = pytest.mark.prefect
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def wait_for(store: Store, job_id: UUID, predicate: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await store.get_job(job_id)
+        if predicate(job):
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out; last job state: {job}")
+
+
+@pytest.fixture
+def fast_heartbeat(monkeypatch: pytest.MonkeyPatch, tam_env: dict[str, str]) -> None:
+    from tam.settings import get_settings
+
+    monkeypatch.setenv("TAM_HEARTBEAT_INTERVAL_S", "0.3")
+    monkeypatch.setenv("TAM_PROGRESS_INTERVAL_S", "0.2")
+    get_settings.cache_clear()
+
+
+async def test_killed_worker_is_reaped_and_a_rerun_finishes_the_job(
+    prefect_server: Any, store: Store, emulator_control: Any, fast_heartbeat: None
+) -> None:
+    emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.2)
+    project_id, job_id = await seed_project(store, 120)
+    code = (
+        "import asyncio, uuid; from flows.qualify import qualify_companies; "
+        f"asyncio.run(qualify_companies(project_id=uuid.UUID('{project_id}'), "
+        f"job_id=uuid.UUID('{job_id}')))"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ))
+    try:
+        await wait_for(store, job_id, lambda j: (j.done_count or 0) >= 20)
+        os.kill(worker.pid, signal.SIGKILL)  # no hook can run: only the heartbeat stops
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job = await store.get_job(job_id)
+    assert job.status == JobStatus.running  # nothing ended it...
+
+    assert (await reap_stale_jobs(stale_after_s=30))["reaped"] == 0  # ...and it is recent
+    await asyncio.sleep(1.5)
+    reaped = await reap_stale_jobs(stale_after_s=1)
+    assert str(job_id) in reaped["jobIds"]
+    job = await store.get_job(job_id)
+    assert job.status == JobStatus.failed
+    assert "no heartbeat" in job.result_summary["error"]  # type: ignore[index]
+    assert job.completed_at is not None
+
+    # Re-dispatching the same job resumes: only what is still pending goes to Claude.
+    answered_before = {
+        c.id
+        async for page in store.iter_companies(project_id)
+        for c in page
+        if c.qualification_status != "pending"
+    }
+    summary = await qualify_companies(project_id=project_id, job_id=job_id)
+    job = await store.get_job(job_id)
+    assert job.status == JobStatus.completed and job.attempt == 2
+    assert "error" not in (job.result_summary or {})
+    assert summary["total"] == 120 - len(answered_before)
+    counts = await store.count_companies(project_id)
+    assert counts["pending"] == counts["needs_review"]
+
+
+async def test_reaper_never_touches_a_healthy_long_job(
+    prefect_server: Any, store: Store
+) -> None:
+    project_id, job_id = await seed_project(store, 0)
+    started = utcnow() - timedelta(hours=3)  # long, but its heartbeat is fresh
+    await store.update_job(
+        job_id,
+        JobUpdate(status=JobStatus.running, started_at=started, heartbeat_at=utcnow()),
+    )
+    assert (await reap_stale_jobs(stale_after_s=60))["reaped"] == 0
+    assert (await store.get_job(job_id)).status == JobStatus.running
+    await store.update_job(job_id, JobUpdate(heartbeat_at=utcnow() - timedelta(minutes=5)))
+    assert (await reap_stale_jobs(stale_after_s=60))["reaped"] == 1
+    assert (await store.get_job(job_id)).status == JobStatus.failed
+
+
+@pytest.fixture
+def served_qualify(prefect_server: Any, tam_env: dict[str, str]) -> Iterator[None]:
+    """`tam serve` for the qualify flow in a subprocess, as a developer runs it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.serve", "--flow", "qualify-companies"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _deployment_id(name: str, timeout: float = 60) -> UUID:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            try:
+                return (await client.read_deployment_by_name(name)).id
+            except Exception:  # noqa: BLE001 - not registered yet
+                await asyncio.sleep(0.5)
+    raise AssertionError(f"deployment {name} never appeared")
+
+
+async def test_cancel_from_prefect_ends_the_job_cancelled(
+    served_qualify: None, store: Store, emulator_control: Any
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    emulator_control.configure("anthropic", latency_median_s=0.5, latency_sigma=0.1)
+    project_id, job_id = await seed_project(store, 200)
+    deployment_id = await _deployment_id("qualify-companies/tam")
+    async with get_client() as client:
+        run = await client.create_flow_run_from_deployment(
+            deployment_id, parameters={"project_id": str(project_id), "job_id": str(job_id)}
+        )
+        await wait_for(store, job_id, lambda j: (j.done_count or 0) >= 10, timeout=90)
+        await client.set_flow_run_state(run.id, Cancelling(), force=True)
+    job = await wait_for(store, job_id, lambda j: j.status.is_final, timeout=60)
+    assert job.status == JobStatus.cancelled
+    assert job.result_summary == {"error": "Cancelled by user", "cancelled": True} or (
+        job.result_summary or {}
+    ).get("error") == "Cancelled by user"
+    assert job.flow_run_id == run.id
+    assert job.completed_at is not None
