@@ -13,7 +13,9 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, help="TAM pipeline on Prefect.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+limits_app = typer.Typer(help="Per-account API limits (Prefect global concurrency limits).")
 app.add_typer(db_app, name="db")
+app.add_typer(limits_app, name="limits")
 console = Console()
 
 ProjectOpt = Annotated[UUID, typer.Option("--project", help="tam_projects.id")]
@@ -39,6 +41,38 @@ def db_init(
 
     asyncio.run(main())
     console.print(f"[green]Schema ready[/] at {redact_url(target)}")
+
+
+def _limits_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "name", k))
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    console.print(table)
+
+
+@limits_app.callback(invoke_without_command=True)
+def limits_show(ctx: typer.Context) -> None:
+    """Show each limit's configuration and current use on the Prefect server."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tam.settings import get_settings
+    from tasks.leases import show_limits
+
+    _limits_table(asyncio.run(show_limits(get_settings())), "API account limits")
+
+
+@limits_app.command("apply")
+def limits_apply() -> None:
+    """Create or update the Prefect global concurrency limits from settings (idempotent)."""
+    from tam.settings import get_settings
+    from tasks.leases import apply_limits
+
+    _limits_table(asyncio.run(apply_limits(get_settings())), "Applied limits")
 
 
 @app.command()
@@ -117,6 +151,18 @@ def reap(
     from flows.reaper import reap_stale_jobs
 
     console.print_json(data=asyncio.run(reap_stale_jobs(stale_after_s=stale_after)))
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None, typer.Argument(help="Scenarios to run (default: all)")
+    ] = None,
+) -> None:
+    """Run the performance scenarios; prints a table and writes bench/results.json."""
+    from bench.run import main
+
+    raise typer.Exit(main(scenario or None))
 
 
 @app.command()

@@ -59,12 +59,19 @@ class BatchWriter(Generic[T]):
             raise self._fatal
         self._buffer.append(item)
         if len(self._buffer) >= self.batch_size and not self._lock.locked():
-            await self.flush()
+            await self.flush(force=False)
 
-    async def flush(self) -> None:
+    async def flush(self, *, force: bool = True) -> None:
+        """Write buffered items. Unforced, only whole batches go (rows that arrive during a
+        write wait for the next full batch or the timer, so batches stay full)."""
         async with self._lock:
             while self._buffer:
-                batch = self._buffer[: self.batch_size * 5]
+                take = len(self._buffer)
+                if not force:
+                    take -= take % self.batch_size
+                    if take == 0:
+                        return
+                batch = self._buffer[:take]
                 try:
                     await self._flush_fn(batch)
                 except StoreError as exc:
@@ -78,8 +85,8 @@ class BatchWriter(Generic[T]):
                         raise self._fatal from exc
                     self._log.warning("Write failed, keeping %d results: %s", len(batch), exc)
                     return
-                del self._buffer[: len(batch)]
-                self.written += len(batch)
+                del self._buffer[:take]
+                self.written += take
                 self.flushes += 1
                 self._failing_since = None
 

@@ -24,7 +24,7 @@ from tam.failures import describe_failure
 from tam.job_reporter import JobReporter
 from tam.models import IcpProfile, JobType, Project
 from tam.settings import Settings, get_settings
-from tam.stores import NotFoundInStore, Store, open_store
+from tam.stores import NotFoundInStore, Store, StoreError, open_store
 
 T = TypeVar("T")
 
@@ -51,6 +51,8 @@ class JobSession:
         return project, project.icp()
 
     async def complete(self, summary: dict[str, Any]) -> dict[str, Any]:
+        # Observability for the "round trips grow with batches, not rows" budget.
+        summary = {**summary, "dbRoundTrips": self.store.round_trips + 1}
         await self.reporter.complete(summary)
         await publish_summary(self.job_type, self.project_id, summary)
         self.logger.info("Job %s completed: %s", self.job_id, summary)
@@ -108,6 +110,23 @@ async def _run_was_cancelled(flow_run_id: UUID | None) -> bool:
     return bool(run.state and run.state.name in ("Cancelling", "Cancelled"))
 
 
+async def _claim_job_row(
+    store: Store, job_type: JobType, project_id: UUID, job_id: UUID, *, init: bool = True
+) -> Any:
+    """The job row, created for runs started outside the app (CLI, Prefect UI)."""
+    try:
+        return await store.get_job(job_id)
+    except NotFoundInStore:
+        return await store.create_job(project_id, job_type.value, job_id=job_id)
+    except StoreError:
+        if not init:
+            raise
+        # NOTE: a fresh embedded database has no tables yet; checking the schema on every
+        # run would cost round trips, so only a failed first read pays for it.
+        await store.init_schema()
+        return await _claim_job_row(store, job_type, project_id, job_id, init=False)
+
+
 @contextlib.asynccontextmanager
 async def job_session(
     job_type: JobType, project_id: UUID, job_id: UUID | None
@@ -121,11 +140,7 @@ async def job_session(
     job_id = job_id or flow_run_id or uuid4()
     store = open_store(settings.database_url)
     try:
-        await store.init_schema()
-        try:
-            job = await store.get_job(job_id)
-        except NotFoundInStore:
-            job = await store.create_job(project_id, job_type.value, job_id=job_id)
+        job = await _claim_job_row(store, job_type, project_id, job_id)
         if job.project_id != project_id:
             raise JobInputError(f"job {job_id} belongs to another project")
         reporter = JobReporter(

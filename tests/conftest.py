@@ -22,6 +22,8 @@ os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Expired concurrency leases are reclaimed by this loop; 15 s by default.
+os.environ.setdefault("PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS", "1")
 os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "false"
 # Tests must never read the developer's .env.
 os.environ["TAM_ENV_FILE"] = ""

@@ -1,0 +1,421 @@
+"""Run the benchmark scenarios against the emulators, the real flows and the real stores.
+
+Each measured run happens in its own process (bench.worker) so peak RSS and timings are the
+flow's own; the emulators run in another process so they do not share the GIL with it.
+Ideals come from what the emulator actually did (Σ of the latencies it drew, its rate cap),
+never from constants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+from rich.console import Console
+from rich.table import Table
+
+from deployments.prefect_server import LocalPrefectServer
+from tam.emulators.server import EmulatorControl, EmulatorServer, env_for
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 10
+
+
+@dataclass
+class BenchContext:
+    work_dir: Path
+    prefect: LocalPrefectServer
+    emulators: EmulatorServer
+    control: EmulatorControl
+    console: Console
+    pg_admin_url: str | None = None
+    base_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, database_url: str, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.base_env,
+            "TAM_DATABASE_URL": database_url,
+            **extra,
+        }
+
+    def sqlite_url(self, name: str) -> str:
+        path = self.work_dir / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite+aiosqlite:///{path}"
+
+    def postgres_url(self, name: str) -> str | None:
+        if self.pg_admin_url is None:
+            return None
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        db = f"bench_{name}_{uuid4().hex[:6]}"
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"'.encode())
+        return make_url(self.pg_admin_url).set(database=db).render_as_string(hide_password=False)
+
+
+async def seed(database_url: str, n: int, *, job_type: str = "qualify") -> tuple[UUID, UUID]:
+    """A project with `n` pending sample companies and a pending job (the demo's ICP)."""
+    from deployments.demo import DEMO_ICP
+    from tam.emulators.world import World
+    from tam.models import NewCompany, Project, ProjectStatus
+    from tam.stores import open_store
+
+    store = open_store(database_url)
+    try:
+        await store.init_schema()
+        project_id = uuid4()
+        await store.create_project(
+            Project(
+                id=project_id,
+                name=f"bench {n}",
+                status=ProjectStatus.qualifying,
+                icp_profile=DEMO_ICP,
+            )
+        )
+        companies = World(7).companies(n)
+        for i in range(0, len(companies), 1000):
+            await store.upsert_companies(
+                [NewCompany(project_id=project_id, **c) for c in companies[i : i + 1000]]
+            )
+        job = await store.create_job(project_id, job_type)
+        return project_id, job.id
+    finally:
+        await store.close()
+
+
+def run_worker(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("BENCH-RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH-RESULT "))
+            return result
+    raise RuntimeError(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def start_workers(specs: list[tuple[dict[str, Any], dict[str, str]]]) -> list[dict[str, Any]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for spec, env in specs
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=1800)
+        line = next((x for x in reversed(out.splitlines()) if x.startswith("BENCH-RESULT ")), None)
+        if line is None:
+            raise RuntimeError(f"worker failed ({proc.returncode}): {err[-2000:]}")
+        results.append(json.loads(line.removeprefix("BENCH-RESULT ")))
+    return results
+
+
+def anthropic(ctx: BenchContext, **knobs: Any) -> None:
+    ctx.control.reset("anthropic", knobs=True)
+    ctx.control.configure("anthropic", **knobs)
+
+
+def latency_sum(ctx: BenchContext) -> float:
+    return float(ctx.control.stats("anthropic", latencies=False)["latency_sum_s"])
+
+
+# --- scenarios ------------------------------------------------------------------------------
+def qualify_throughput(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
+    """Sliding window vs the old fixed batches, on the same per-company latency draws."""
+    knobs = {"latency_median_s": 0.1, "latency_sigma": 0.5, "latency_mode": "per_item"}
+    anthropic(ctx, **knobs)
+    url = ctx.sqlite_url("qualify_throughput")
+    project_id, job_id = asyncio.run(seed(url, n))
+    flow = run_worker(
+        {"mode": "flow", "step": "qualify", "project_id": str(project_id), "job_id": str(job_id)},
+        ctx.env(url),
+    )
+    ideal = latency_sum(ctx) / LIMIT
+    max_in_flight = ctx.control.stats("anthropic", latencies=False)["max_in_flight"]
+
+    anthropic(ctx, **knobs)
+    base_url = ctx.sqlite_url("qualify_baseline")
+    base_project, _ = asyncio.run(seed(base_url, n))
+    baseline = run_worker(
+        {"mode": "fixed_batches", "project_id": str(base_project), "batch": LIMIT},
+        ctx.env(base_url),
+    )
+    base_ideal = latency_sum(ctx) / LIMIT
+    summary = flow["summary"]
+    return {
+        "wall_s": flow["wall_s"],
+        "ideal_s": ideal,
+        "ratio": flow["wall_s"] / ideal,
+        "items": n,
+        "max_in_flight": max_in_flight,
+        "baseline_batch_wall_s": baseline["wall_s"],
+        "baseline_batch_ratio": baseline["wall_s"] / base_ideal,
+        "db_round_trips": summary.get("dbRoundTrips"),
+        "status": flow["status"],
+    }
+
+
+def overhead_10k(ctx: BenchContext, n: int = 10_000) -> dict[str, Any]:
+    """Zero provider latency. `overhead_ms_per_item` is what orchestration (Prefect tasks,
+    job row, limiter, batched writes, paginated reads) adds per company over the bare SDK
+    calls at the same concurrency against the same emulator; `wall_ms_per_item` is the
+    flow's whole wall time per company, client included."""
+    anthropic(ctx, latency_median_s=0.0)
+    url = ctx.sqlite_url("overhead_10k")
+    project_id, job_id = asyncio.run(seed(url, n))
+    flow = run_worker(
+        {"mode": "flow", "step": "qualify", "project_id": str(project_id), "job_id": str(job_id)},
+        ctx.env(url),
+    )
+    ideal = latency_sum(ctx) / LIMIT
+    bare_url = ctx.sqlite_url("overhead_10k_bare")
+    bare_project, _ = asyncio.run(seed(bare_url, n))
+    bare = run_worker(
+        {"mode": "bare_client", "project_id": str(bare_project), "concurrency": LIMIT},
+        ctx.env(bare_url),
+    )
+    return {
+        "wall_s": flow["wall_s"],
+        "ideal_s": bare["wall_s"],
+        "ratio": flow["wall_s"] / bare["wall_s"],
+        "items": n,
+        "overhead_ms_per_item": (flow["wall_s"] - bare["wall_s"]) * 1000 / n,
+        "wall_ms_per_item": flow["wall_s"] * 1000 / n,
+        "bare_client_ms_per_item": bare["wall_s"] * 1000 / n,
+        "emulator_latency_ideal_s": ideal,
+        "peak_rss_mb": flow["peak_rss_mb"],
+        "task_runs": flow["task_runs"],
+        "status": flow["status"],
+    }
+
+
+def two_jobs_one_account(ctx: BenchContext, n: int = 500) -> dict[str, Any]:
+    """Two qualify jobs in two processes share one account's 10 slots via Prefect leases."""
+    anthropic(ctx, latency_median_s=0.1, latency_sigma=0.5, latency_mode="per_item")
+    specs = []
+    start_at = time.time() + 12  # both processes import Prefect first, then start together
+    for name in ("two_jobs_a", "two_jobs_b"):
+        url = ctx.sqlite_url(name)
+        project_id, job_id = asyncio.run(seed(url, n))
+        spec = {
+            "mode": "flow",
+            "step": "qualify",
+            "project_id": str(project_id),
+            "job_id": str(job_id),
+            "start_at": start_at,
+        }
+        specs.append((spec, ctx.env(url, TAM_LIMITER_BACKEND="prefect")))
+    results = start_workers(specs)
+    stats = ctx.control.stats("anthropic", latencies=False)
+    ideal = float(stats["latency_sum_s"]) / LIMIT
+    wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+    return {
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "ratio": wall / ideal,
+        "items": 2 * n,
+        "max_in_flight": stats["max_in_flight"],
+        "per_job_wall_s": [round(r["wall_s"], 2) for r in results],
+        "status": [r["status"] for r in results],
+    }
+
+
+def rate_limit_storm(
+    ctx: BenchContext, n: int = 600, cap: int = 100, interval: float = 10.0
+) -> dict[str, Any]:
+    """The emulator caps requests per interval and answers 429 + retry-after above it; the
+    pipeline is not told the cap."""
+    median = 0.05
+    anthropic(
+        ctx,
+        latency_median_s=median,
+        latency_sigma=0.3,
+        needs_review_pct=0,
+        requests_per_interval=cap,
+        interval_s=interval,
+    )
+    url = ctx.sqlite_url("rate_limit_storm")
+    project_id, job_id = asyncio.run(seed(url, n))
+    flow = run_worker(
+        {"mode": "flow", "step": "qualify", "project_id": str(project_id), "job_id": str(job_id)},
+        ctx.env(url),
+    )
+    stats = ctx.control.stats("anthropic", latencies=False)
+    # The cap lets `cap` requests start per window: the last one can start no earlier than
+    # after (n - 1) // cap full windows, and then takes one latency.
+    ideal = ((n - 1) // cap) * interval + median
+    summary = flow["summary"]
+    judged = summary.get("total", 0) if flow["status"] == "completed" else 0
+    return {
+        "wall_s": flow["wall_s"],
+        "ideal_s": ideal,
+        "ratio": flow["wall_s"] / ideal,
+        "items": n,
+        "failed_items": n - judged,
+        "http_429_seen": stats["http_429"],
+        "status": flow["status"],
+    }
+
+
+def db_round_trips(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
+    """Round trips per 1,000 rows written, on SQLite and (when available) Postgres."""
+    anthropic(ctx, latency_median_s=0.01)
+    out: dict[str, Any] = {}
+    walls = []
+    for backend, url in (
+        ("sqlite", ctx.sqlite_url("db_round_trips")),
+        ("postgres", ctx.postgres_url("round_trips")),
+    ):
+        if url is None:
+            out[f"qualify_{backend}_per_1000_rows"] = None
+            continue
+        project_id, job_id = asyncio.run(seed(url, n))
+        flow = run_worker(
+            {
+                "mode": "flow",
+                "step": "qualify",
+                "project_id": str(project_id),
+                "job_id": str(job_id),
+            },
+            ctx.env(url),
+        )
+        rows = flow["summary"]["total"]
+        out[f"qualify_{backend}_per_1000_rows"] = flow["summary"]["dbRoundTrips"] * 1000 / rows
+        walls.append(flow["wall_s"])
+    worst = max(v for k, v in out.items() if v is not None)
+    # ideal: the ≤ 1 round trip per 25 rows budget, i.e. 40 per 1,000 rows.
+    return {
+        "wall_s": sum(walls),
+        "ideal_s": None,
+        "ratio": worst / 40,
+        **out,
+        "round_trips_per_1000_rows": worst,
+    }
+
+
+SCENARIOS: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
+    "qualify_throughput": qualify_throughput,
+    "overhead_10k": overhead_10k,
+    "two_jobs_one_account": two_jobs_one_account,
+    "rate_limit_storm": rate_limit_storm,
+    "db_round_trips": db_round_trips,
+}
+
+
+def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
+    try:
+        from tests.fixtures.postgres import _bin_dir, _start_private_cluster
+    except ImportError:
+        return None, None
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        console.print("[yellow]PostgreSQL binaries not found: Postgres runs skipped[/]")
+        return None, None
+    server = _start_private_cluster(bin_dir)
+    return server, server.admin_url
+
+
+def print_table(console: Console, results: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="tam bench")
+    for col in ("scenario", "wall_s", "ideal_s", "ratio", "figures"):
+        table.add_column(col)
+    for name, r in results.items():
+        figures = {k: v for k, v in r.items() if k not in ("wall_s", "ideal_s", "ratio")}
+        table.add_row(
+            name,
+            _fmt(r.get("wall_s")),
+            _fmt(r.get("ideal_s")),
+            _fmt(r.get("ratio")),
+            ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()),
+        )
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.json") -> int:
+    console = Console()
+    work_dir = ROOT / ".tam" / "bench"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    pg, pg_url = _private_postgres(console)
+    prefect = LocalPrefectServer(work_dir / "prefect", ui=False)
+    with console.status("Starting Prefect server and emulators..."):
+        prefect.start()
+        emulators = EmulatorServer(in_process=False).start()
+    ctx = BenchContext(
+        work_dir=work_dir,
+        prefect=prefect,
+        emulators=emulators,
+        control=emulators.control,
+        console=console,
+        pg_admin_url=pg_url,
+        base_env={
+            **env_for(emulators),
+            **prefect.env(),
+            "TAM_ENV_FILE": "",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        },
+    )
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
+            console.print(f"[bold]{name}[/] ...")
+            started = time.monotonic()
+            results[name] = scenario(ctx)
+            console.print(f"  done in {time.monotonic() - started:.0f}s: {results[name]}")
+    finally:
+        emulators.stop()
+        prefect.stop()
+        if pg is not None:
+            pg.stop()
+    document = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "scenarios": [{"scenario": k, **v} for k, v in results.items()],
+    }
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print_table(console, results)
+    console.print(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:] or None))
