@@ -230,9 +230,13 @@ def two_jobs_one_account(ctx: BenchContext, n: int = 500) -> dict[str, Any]:
             "project_id": str(project_id),
             "job_id": str(job_id),
             "start_at": start_at,
+            "sample": True,
         }
         specs.append((spec, ctx.env(url, TAM_LIMITER_BACKEND="prefect")))
     results = start_workers(specs)
+    (ctx.work_dir / "two_jobs_samples.json").write_text(
+        json.dumps([r.pop("samples", []) for r in results])
+    )
     stats = ctx.control.stats("anthropic", latencies=False)
     ideal = float(stats["latency_sum_s"]) / LIMIT
     wall = max(r["ended"] for r in results) - min(r["started"] for r in results)

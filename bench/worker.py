@@ -37,11 +37,15 @@ async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
     from tam.stores import open_store
 
     _wait_until(spec.get("start_at"))
+    samples: list[tuple[float, int, int, int]] = []
+    sampler = asyncio.create_task(_sample_limiters(samples)) if spec.get("sample") else None
     started = time.time()
     summary = await FLOWS[spec["step"]](
         project_id=UUID(spec["project_id"]), job_id=UUID(spec["job_id"])
     )
     ended = time.time()
+    if sampler is not None:
+        sampler.cancel()
     store = open_store(get_settings().database_url)
     try:
         job = await store.get_job(UUID(spec["job_id"]))
@@ -55,7 +59,19 @@ async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
         "summary": summary,
         "status": job.status.value,
         "task_runs": await _count_task_runs(job.flow_run_id),
+        "samples": samples,
     }
+
+
+async def _sample_limiters(out: list[tuple[float, int, int, int]]) -> None:
+    """(time, capacity, in flight, waiting) of this process's limiters every 50 ms."""
+    from tam.limiters.window import _REGISTRY
+
+    while True:
+        for limiter in list(_REGISTRY.values()):
+            stats = limiter.stats
+            out.append((time.time(), stats.capacity, stats.in_flight, stats.waiting))
+        await asyncio.sleep(0.05)
 
 
 async def _pending(spec: dict[str, Any]) -> tuple[Any, list[Any]]:

@@ -77,7 +77,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         CONTEXTS[run_key] = ctx
         try:
             async with writer, asyncio.TaskGroup() as group:
-                chunks = chunked(pending, settings.max_task_runs)
+                chunks = chunked(pending, settings.max_task_runs, settings.chunk_size)
                 futures = [
                     group.create_task(
                         qualify_chunk_task(run_key, chunk, label=f"{i + 1}/{len(chunks)}")

@@ -118,7 +118,7 @@ class PrefectLeaseCapacity:
         block: int | None = None,
         lease_duration: float = MIN_LEASE_S,
         grace_s: float = 0.75,
-        fair_share_s: float = 2.0,
+        fair_share_s: float = 1.0,
         yield_s: float = 0.5,
         rate_tick_s: float = 0.02,
     ) -> None:
@@ -239,7 +239,9 @@ class PrefectLeaseCapacity:
                 self._spare_since = None
                 if self._want_more() and now >= self._next_try:
                     await self._acquire(now)
-                if (self.held >= self._cap() or self._refusals) and now >= self._next_fair:
+                # NOTE: any holder above one block checks, not only a saturated one: after
+                # one hand-back a holder is no longer saturated yet may still be unfair.
+                if self.held > self.block and now >= self._next_fair:
                     await self._fair_share(now)
                 if self._rate is not None and now >= self._next_token_try:
                     await self._buy_tokens(now)

@@ -25,6 +25,7 @@ from tam.job_reporter import JobReporter
 from tam.models import IcpProfile, JobType, Project
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
+from tasks.limits import close_account_limiters
 
 T = TypeVar("T")
 
@@ -59,11 +60,15 @@ class JobSession:
         return summary
 
 
-def chunked(items: Sequence[T], max_chunks: int) -> list[list[T]]:
-    """Split into at most `max_chunks` near-equal chunks (bounds task runs per flow run)."""
+def chunked(items: Sequence[T], max_chunks: int, min_size: int = 1) -> list[list[T]]:
+    """Split into at most `max_chunks` near-equal chunks of at least `min_size` items.
+
+    Bounds the task runs per flow run: each costs Prefect bookkeeping (a few ms of loop time
+    at start, state updates, UI rows), which pays off only when a chunk has real work.
+    """
     if not items:
         return []
-    size = max(1, math.ceil(len(items) / max_chunks))
+    size = max(min_size, math.ceil(len(items) / max_chunks), 1)
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
@@ -166,6 +171,8 @@ async def job_session(
                 await asyncio.shield(reporter.fail(message))
             raise
     finally:
+        # Leased API capacity goes back the moment the job ends, not after the idle grace.
+        await close_account_limiters()
         await store.close()
 
 
