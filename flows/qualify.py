@@ -10,6 +10,7 @@ from prefect import flow
 
 from tam.batch_writer import BatchWriter
 from tam.clients.factory import claude_qualifier
+from tam.journal import ResultJournal
 from tam.models import JobType, ProjectStatus, QualificationResult, QualificationStatus
 from tam.steps.qualify import QualifyContext, QualifyTally
 from tasks.hooks import JOB_HOOKS
@@ -44,6 +45,15 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
     async with job_session(JobType.qualify, project_id, job_id) as session:
         _, icp = await session.load_project()
         store, settings, reporter = session.store, session.settings, session.reporter
+        journal = ResultJournal(
+            settings.data_dir / "journal", session.job_id, "qualify", QualificationResult
+        )
+        # Answers an earlier, killed attempt of this job paid for but had not written yet.
+        replayed = journal.replay()
+        if replayed:
+            session.logger.info("Replaying %d journaled verdicts", len(replayed))
+            await store.save_qualifications(replayed)
+        done = {result.company_id for result in replayed}
         await reporter.step("loading pending companies")
         pending = [
             company
@@ -51,8 +61,10 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
                 project_id, status=QualificationStatus.pending, page_size=settings.read_page_size
             )
             for company in page
+            if company.id not in done
         ]
         if not pending:
+            journal.close(remove=True)
             return await session.complete(
                 qualify_summary(QualifyTally(), await store.count_companies(project_id))
             )
@@ -72,9 +84,11 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
             writer=writer,
             reporter=reporter,
             max_attempts=settings.max_attempts,
+            journal=journal,
         )
         run_key = str(session.job_id)
         CONTEXTS[run_key] = ctx
+        written = False
         try:
             async with writer, asyncio.TaskGroup() as group:
                 chunks = chunked(pending, settings.max_task_runs, settings.chunk_size)
@@ -84,7 +98,10 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
                     )
                     for i, chunk in enumerate(chunks)
                 ]
+            written = True
         finally:
+            # Kept after a failure: the next attempt replays it (writes are idempotent).
+            journal.close(remove=written)
             CONTEXTS.pop(run_key, None)
             await qualifier.close()
         tally = QualifyTally()

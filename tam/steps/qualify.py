@@ -11,6 +11,7 @@ from tam.clients._retry import call_with_retries
 from tam.clients.anthropic import ClaudeQualifier, Judgement
 from tam.errors import BadResponse, InvalidRequest
 from tam.job_reporter import JobReporter
+from tam.journal import ResultJournal
 from tam.limiters import AccountLimiter
 from tam.models import (
     NEEDS_REVIEW_PREFIX,
@@ -52,6 +53,7 @@ class QualifyContext:
     writer: BatchWriter[QualificationResult]
     reporter: JobReporter
     max_attempts: int
+    journal: ResultJournal[QualificationResult] | None = None
 
 
 def result_from_judgement(company: Company, judgement: Judgement) -> QualificationResult:
@@ -113,6 +115,8 @@ async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> Qu
 
     async def one(company: Company) -> None:
         result = await qualify_one(ctx, company, tally)
+        if ctx.journal is not None:
+            ctx.journal.append(result)  # paid for: never lose it to a crash
         await ctx.writer.add(result)
         if result.status == QualificationStatus.qualified:
             tally.qualified += 1
