@@ -1,8 +1,9 @@
-"""`tam demo`: the pipeline end to end on a fresh machine — no API key, nothing pre-installed.
+"""`tam demo`: the whole pipeline on a fresh machine — no API key, nothing pre-installed.
 
 Starts the emulators, a local Prefect server (unless PREFECT_API_URL points at a healthy
-one), creates a sample project in the embedded SQLite database, runs the flows with a progress
-bar, and prints what happened and where to look in the Prefect UI.
+one), creates a sample project in the embedded SQLite database, runs build-tam (source →
+qualify → find contacts → LinkedIn, each a subflow on its own job row) with a progress bar
+per step, and prints what each step did and where to look in the Prefect UI.
 """
 
 from __future__ import annotations
@@ -34,16 +35,33 @@ DEMO_ICP: dict[str, Any] = {
     "specialCriteria": "Sells to other businesses; has a finance team",
     "seniorityPreference": ["C-Suite", "VP"],
     "contactsPerCompany": 2,
-    "sourcingLimits": {"discolikeMaxRecords": 100},
+    "sourcingLimits": {"discolikeMaxRecords": 150, "placesMaxResults": 25},
+    # Local businesses too: the software shops qualify, the accountants do not.
+    "placesQueries": ["software companies in Austin", "accounting firms in Austin"],
 }
 
-# Realistic but quick: lognormal latency, a few 429s and 529s so retries show in the UI.
+# Realistic but quick: lognormal latency everywhere, a few 429s and 529s so retries show
+# in the UI, snapshots that take a couple of seconds like the real thing.
 DEMO_KNOBS: dict[str, dict[str, Any]] = {
     "anthropic": {
         "latency_median_s": 0.12,
         "latency_sigma": 0.5,
         "error_rates": {"429": 0.02, "529": 0.02},
     },
+    "discolike": {"latency_median_s": 0.5, "latency_sigma": 0.3},
+    "google_places": {"latency_median_s": 0.15, "latency_sigma": 0.4},
+    "prospeo": {"latency_median_s": 0.15, "latency_sigma": 0.5, "error_rates": {"429": 0.02}},
+    "hunter": {"latency_median_s": 0.1, "latency_sigma": 0.5, "error_rates": {"429": 0.02}},
+    "neverbounce": {"latency_median_s": 0.08, "latency_sigma": 0.4},
+    "brightdata": {"latency_median_s": 0.05, "snapshot_ready_s": 2.0},
+}
+# Settings the demo needs quicker than production's defaults (a shell's own value wins).
+DEMO_ENV = {"TAM_BRIGHTDATA_POLL_INTERVAL_S": "0.5", "TAM_PROGRESS_INTERVAL_S": "0.3"}
+STEP_LABELS = {
+    "source_companies": "source",
+    "qualify": "qualify",
+    "find_contacts": "contacts",
+    "check_linkedin": "linkedin",
 }
 
 
@@ -65,9 +83,26 @@ def _prefect(console: Console, data_dir: Path) -> LocalPrefectServer | None:
     return server
 
 
-async def _seed(project_id: UUID, companies: int) -> UUID:
+def demo_icp(companies: int) -> dict[str, Any]:
+    """The demo ICP sized to source about `companies` companies (a quarter from Places)."""
     from tam.emulators.world import sample_companies
-    from tam.models import NewCompany, Project, ProjectStatus
+
+    queries = len(DEMO_ICP["placesQueries"])
+    places = max(1, min(60, companies // (4 * queries)))
+    # Two SaaS companies of the world as the user's seed domains ("more like these").
+    seeds = [c["domain"] for c in sample_companies(60) if c["industry"] == "SaaS"][:2]
+    return {
+        **DEMO_ICP,
+        "seedCompanyDomains": seeds,
+        "sourcingLimits": {
+            "discolikeMaxRecords": max(1, companies - places * queries),
+            "placesMaxResults": places,
+        },
+    }
+
+
+async def _seed(project_id: UUID, companies: int) -> UUID:
+    from tam.models import Project, ProjectStatus
     from tam.settings import get_settings
     from tam.stores import open_store
 
@@ -78,30 +113,26 @@ async def _seed(project_id: UUID, companies: int) -> UUID:
             Project(
                 id=project_id,
                 name=f"Demo project {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                status=ProjectStatus.qualifying,
-                icp_profile=DEMO_ICP,
+                status=ProjectStatus.sourcing,
+                icp_profile=demo_icp(companies),
             )
         )
-        rows = [
-            NewCompany(project_id=project_id, source="manual", raw_data={"demo": True}, **c)
-            for c in sample_companies(companies)
-        ]
-        await store.upsert_companies(rows)
-        job = await store.create_job(project_id, "qualify")
+        job = await store.create_job(project_id, "build_tam")
         return job.id
     finally:
         await store.close()
 
 
-async def _run_step(console: Console, step: str, project_id: UUID, job_id: UUID) -> Any:
-    from flows import FLOWS
+async def _run_pipeline(console: Console, project_id: UUID, job_id: UUID) -> Any:
+    """Run build-tam, with one progress bar per step read from the steps' job rows."""
+    from flows.build_tam import STEPS, build_tam, step_job_id
     from tam.settings import get_settings
-    from tam.stores import open_store
+    from tam.stores import NotFoundInStore, open_store
 
     store = open_store(get_settings().database_url)
-    run = asyncio.create_task(FLOWS[step](project_id=project_id, job_id=job_id))
+    run = asyncio.create_task(build_tam(project_id=project_id, job_id=job_id, return_state=True))
     columns = (
-        TextColumn(f"[bold]{step:<15}"),
+        TextColumn("[bold]{task.description:<9}"),
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -109,38 +140,108 @@ async def _run_step(console: Console, step: str, project_id: UUID, job_id: UUID)
     )
     try:
         with Progress(*columns, console=console) as progress:
-            bar = progress.add_task(step, total=100, detail="starting")
-            while not run.done():
+            bars = {
+                step: progress.add_task(STEP_LABELS[step.value], total=100, detail="waiting")
+                for step, _ in STEPS
+            }
+            started: set[Any] = set()
+            while True:
+                done = run.done()
+                for step, bar in bars.items():
+                    try:
+                        job = await store.get_job(step_job_id(job_id, step))
+                    except NotFoundInStore:
+                        continue
+                    if step not in started:
+                        started.add(step)
+                        progress.start_task(bar)
+                    detail = job.current_step or job.status.value
+                    if job.total_count and not job.status.is_final:
+                        detail = f"{job.done_count}/{job.total_count} · {detail}"
+                    elif job.status.is_final:
+                        detail = job.status.value
+                    progress.update(bar, completed=job.progress, detail=detail)
+                    if job.status.is_final:
+                        progress.stop_task(bar)
+                if done:
+                    break
                 await asyncio.wait({run}, timeout=0.3)
-                job = await store.get_job(job_id)
-                detail = job.current_step or ""
-                if job.total_count:
-                    detail = f"{job.done_count}/{job.total_count} · {detail}"
-                progress.update(bar, completed=job.progress, detail=detail)
-            job = await store.get_job(job_id)
-            progress.update(bar, completed=job.progress, detail=job.status.value)
-        return run.result(), job
+        jobs = {}
+        for step, _ in STEPS:
+            try:
+                jobs[step.value] = await store.get_job(step_job_id(job_id, step))
+            except NotFoundInStore:
+                continue
+        return run.result(), await store.get_job(job_id), jobs
     finally:
         await store.close()
 
 
-def _summary_table(step: str, summary: dict[str, Any], wall_s: float) -> Table:
-    table = Table(title=f"{step} result", show_header=True)
+def _elapsed(job: Any) -> str:
+    if job.started_at and job.completed_at:
+        return f"{(job.completed_at - job.started_at).total_seconds():.1f}"
+    return "-"
+
+
+def _steps_table(jobs: dict[str, Any]) -> Table:
+    table = Table(title="Pipeline steps (one tam_job_queue row each)")
+    for column in ("step", "status", "result", "cost (USD)", "seconds"):
+        table.add_column(column, justify="right" if column in ("cost (USD)", "seconds") else None)
+    shown = {
+        "source_companies": ("companiesFound", "inserted", "placesWithoutDomain"),
+        "qualify": ("qualified", "disqualified", "needsReview", "total"),
+        "find_contacts": ("contactsFound", "emailsFound", "totalCompanies"),
+        "check_linkedin": ("active", "inactive", "total"),
+    }
+    for step, job in jobs.items():
+        summary = job.result_summary or {}
+        if "error" in summary:
+            result = f"[red]{summary['error']}[/]"
+        else:
+            result = ", ".join(f"{k} {summary[k]}" for k in shown[step] if k in summary)
+        cost = summary.get("costUsd")
+        table.add_row(
+            STEP_LABELS[step],
+            job.status.value,
+            result,
+            f"{cost:.4f}" if cost is not None else "-",
+            _elapsed(job),
+        )
+    return table
+
+
+async def _database_table(project_id: UUID) -> Table:
+    """What the pipeline left in the database, counted from the rows themselves."""
+    from tam.settings import get_settings
+    from tam.stores import open_store
+
+    store = open_store(get_settings().database_url)
+    try:
+        counts = await store.count_companies(project_id)
+        contacts = [c async for page in store.iter_contacts(project_id) for c in page]
+    finally:
+        await store.close()
+    with_email = [c for c in contacts if c.email]
+    by_source: dict[str, int] = {}
+    for contact in with_email:
+        source = str(contact.raw_data.get("email_source") or "unknown")
+        by_source[source] = by_source.get(source, 0) + 1
+    table = Table(title="In the database now")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    labels = {
-        "qualified": "qualified",
-        "disqualified": "disqualified",
-        "needsReview": "needs review (still pending)",
-        "total": "companies judged",
-        "inputTokens": "input tokens",
-        "outputTokens": "output tokens",
-        "costUsd": "cost (USD, list prices)",
-    }
-    for key, label in labels.items():
-        if key in summary:
-            table.add_row(label, str(summary[key]))
-    table.add_row("wall time (s)", f"{wall_s:.1f}")
+    rows = [
+        ("companies", counts["total"]),
+        ("  qualified", counts["qualified"]),
+        ("  disqualified", counts["disqualified"]),
+        ("  still pending (needs review)", counts["pending"]),
+        ("contacts", len(contacts)),
+        ("  with an email", len(with_email)),
+        *((f"    found by {s}", n) for s, n in sorted(by_source.items())),
+        ("  LinkedIn checked", sum(1 for c in contacts if c.linkedin_checked_at)),
+        ("  active on LinkedIn (30 days)", sum(1 for c in contacts if c.linkedin_active)),
+    ]
+    for label, value in rows:
+        table.add_row(label, str(value))
     return table
 
 
@@ -149,6 +250,8 @@ def run_demo(console: Console, *, companies: int, wait: bool, data_dir: Path) ->
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TAM_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'tam.db'}")
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
     prefect = _prefect(console, data_dir)
     try:
         with EmulatorServer(config=DEMO_KNOBS) as emulators:
@@ -160,18 +263,26 @@ def run_demo(console: Console, *, companies: int, wait: bool, data_dir: Path) ->
             console.print(f"Emulators on {emulators.url}; database {get_settings().database_url}")
             project_id = uuid4()
             job_id = asyncio.run(_seed(project_id, companies))
-            console.print(f"Sample project [bold]{project_id}[/] with {companies} companies")
+            console.print(
+                f"Sample project [bold]{project_id}[/]: sourcing about {companies} companies"
+            )
             started = time.monotonic()
-            summary, job = asyncio.run(_run_step(console, "qualify", project_id, job_id))
+            state, job, jobs = asyncio.run(_run_pipeline(console, project_id, job_id))
             wall = time.monotonic() - started
-            console.print(_summary_table("qualify", summary, wall))
+            console.print(_steps_table(jobs))
+            console.print(asyncio.run(_database_table(project_id)))
+            cost = (job.result_summary or {}).get("costUsd")
+            console.print(
+                f"Pipeline {job.status.value} in {wall:.1f} s"
+                + (f", {cost:.4f} USD at list prices" if cost is not None else "")
+            )
             ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
             if job.flow_run_id:
                 console.print(
                     f"See the run in the Prefect UI: {ui}/runs/flow-run/{job.flow_run_id}"
                 )
-            if job.status.value != "completed":
-                console.print(f"[red]Job ended {job.status.value}: {job.result_summary}[/]")
+            if not state.is_completed() or job.status.value != "completed":
+                console.print(f"[red]Pipeline ended {job.status.value}: {job.result_summary}[/]")
                 return 1
         if wait and prefect is not None:
             console.print(f"Serving the Prefect UI at {prefect.ui_url} — Ctrl+C to stop.")

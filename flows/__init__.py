@@ -1,4 +1,4 @@
-"""Prefect flows: one module per pipeline step, plus the reaper.
+"""Prefect flows: one module per pipeline step, the whole pipeline, refine-all, the reaper.
 
 `FLOWS` maps a job type (as the app names it) to its flow; `SERVED_FLOWS` lists what
 `tam serve` and prefect.yaml deploy, with per-deployment extras (schedules).
@@ -8,14 +8,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.build_tam import build_tam
+from flows.check_linkedin import check_linkedin
+from flows.find_contacts import find_contacts
 from flows.qualify import qualify_companies
 from flows.reaper import reap_stale_jobs
+from flows.refine_all import refine_all_projects
+from flows.refine_discolike import refine_discolike
+from flows.source_companies import source_companies
 
 FLOWS: dict[str, Any] = {
+    "source_companies": source_companies,
     "qualify": qualify_companies,
+    "find_contacts": find_contacts,
+    "check_linkedin": check_linkedin,
+    "refine_discolike": refine_discolike,
+    "build_tam": build_tam,
 }
 
 SERVED_FLOWS: list[tuple[Any, dict[str, Any]]] = [
+    (source_companies, {}),
     (qualify_companies, {}),
+    (find_contacts, {}),
+    (check_linkedin, {}),
+    (refine_discolike, {}),
+    (build_tam, {}),
+    (refine_all_projects, {"cron": "0 6 * * *"}),
     (reap_stale_jobs, {"cron": "*/5 * * * *"}),
 ]

@@ -112,6 +112,8 @@ projects = sa.Table(
     sa.Column("status", sa.Text, nullable=False, server_default="sourcing"),
     sa.Column("icp_profile", JsonDoc, server_default=_EmptyJson()),
     _created_at(),
+    # Opt-in for the scheduled refine-all flow.
+    sa.Column("auto_refine", sa.Boolean, nullable=False, server_default=sa.text("false")),
 )
 
 companies = sa.Table(

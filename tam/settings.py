@@ -64,6 +64,18 @@ def _default_prices() -> dict[str, ModelPrice]:
     }
 
 
+class ProviderPrices(BaseModel):
+    """USD per unit, at list prices; set the account's real prices through TAM_PROVIDER_PRICES."""
+
+    prospeo_credit_usd: float = Field(default=0.039, ge=0)  # Starter: $39 / 1,000 credits
+    hunter_credit_usd: float = Field(default=0.0245, ge=0)  # Starter: $49 / 2,000 credits
+    neverbounce_check_usd: float = Field(default=0.008, ge=0)  # pay as you go: $8 / 1,000
+    brightdata_record_usd: float = Field(default=0.0015, ge=0)  # posts dataset, per record
+    discolike_query_usd: float = Field(default=0.18, ge=0)
+    discolike_record_usd: float = Field(default=0.0035, ge=0)
+    google_places_request_usd: float = Field(default=0.035, ge=0)  # Text Search Enterprise
+
+
 class Settings(BaseSettings):
     """Every knob of the product. Provider keys are secrets and never logged."""
 
@@ -171,17 +183,20 @@ class Settings(BaseSettings):
     )
 
     # --- flows and job reporting ------------------------------------------------------------
+    # Minimum items per chunk task; TAM_MAX_TASK_RUNS bounds the number of chunks.
     chunk_size: int = Field(
-        default=250, ge=1, validation_alias=AliasChoices("TAM_CHUNK_SIZE", "chunk_size")
+        default=100, ge=1, validation_alias=AliasChoices("TAM_CHUNK_SIZE", "chunk_size")
     )
     max_task_runs: int = Field(
         default=40, ge=1, validation_alias=AliasChoices("TAM_MAX_TASK_RUNS", "max_task_runs")
     )
     write_batch_size: int = Field(default=100, ge=1, le=1000)
-    write_flush_s: float = Field(default=1.0, gt=0)
+    # Batches fill by size under load; the timer only bounds how stale a slow run's rows get.
+    write_flush_s: float = Field(default=5.0, gt=0)
     read_page_size: int = Field(default=500, ge=1, le=1000)
+    # The frontend polls every few seconds; faster writes would only cost round trips.
     progress_interval_s: float = Field(
-        default=1.0,
+        default=2.0,
         ge=0,
         validation_alias=AliasChoices("TAM_PROGRESS_INTERVAL_S", "progress_interval_s"),
     )
@@ -195,7 +210,84 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("TAM_STALE_JOB_AFTER_S", "stale_job_after_s"),
     )
-    linkedin_active_days: int = Field(default=30, ge=1)
+    linkedin_active_days: int = Field(
+        default=30,
+        ge=1,
+        validation_alias=AliasChoices("TAM_LINKEDIN_ACTIVE_DAYS", "linkedin_active_days"),
+    )
+
+    # --- pipeline steps ----------------------------------------------------------------------
+    provider_prices: ProviderPrices = Field(
+        default_factory=ProviderPrices,
+        validation_alias=AliasChoices("TAM_PROVIDER_PRICES", "provider_prices"),
+    )
+    # Discolike scores digital footprint 0..800; below this a company barely exists online.
+    discolike_min_digital_footprint: int | None = Field(
+        default=50,
+        ge=0,
+        le=800,
+        validation_alias=AliasChoices(
+            "TAM_DISCOLIKE_MIN_DIGITAL_FOOTPRINT", "discolike_min_digital_footprint"
+        ),
+    )
+    # Google Places pages through at most 60 places per text query.
+    places_max_results: int = Field(
+        default=60,
+        ge=1,
+        le=60,
+        validation_alias=AliasChoices("TAM_PLACES_MAX_RESULTS", "places_max_results"),
+    )
+    prospeo_websites_per_search: int = Field(
+        default=500,
+        ge=1,
+        le=500,
+        validation_alias=AliasChoices(
+            "TAM_PROSPEO_WEBSITES_PER_SEARCH", "prospeo_websites_per_search"
+        ),
+    )
+    brightdata_poll_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "TAM_BRIGHTDATA_POLL_INTERVAL_S", "brightdata_poll_interval_s"
+        ),
+    )
+    brightdata_snapshot_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "TAM_BRIGHTDATA_SNAPSHOT_TIMEOUT_S", "brightdata_snapshot_timeout_s"
+        ),
+    )
+    # Profiles per trigger: one snapshot is one unit of retry, so not too many either.
+    brightdata_profiles_per_snapshot: int = Field(
+        default=200,
+        ge=1,
+        le=5000,
+        validation_alias=AliasChoices(
+            "TAM_BRIGHTDATA_PROFILES_PER_SNAPSHOT", "brightdata_profiles_per_snapshot"
+        ),
+    )
+    # How far back posts are collected: enough to date a last post, bounded because each
+    # post record is billed.
+    linkedin_lookback_days: int = Field(
+        default=90,
+        ge=1,
+        validation_alias=AliasChoices("TAM_LINKEDIN_LOOKBACK_DAYS", "linkedin_lookback_days"),
+    )
+    # A contact checked more recently than this is skipped by a re-run (unless forced).
+    linkedin_recheck_after_h: float = Field(
+        default=24.0,
+        ge=0,
+        validation_alias=AliasChoices("TAM_LINKEDIN_RECHECK_AFTER_H", "linkedin_recheck_after_h"),
+    )
+    # Projects refined at once by the scheduled refine-all flow.
+    refine_all_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=50,
+        validation_alias=AliasChoices("TAM_REFINE_ALL_CONCURRENCY", "refine_all_concurrency"),
+    )
 
     # --- dispatch ---------------------------------------------------------------------------
     service_api_key: SecretStr | None = Field(

@@ -347,6 +347,68 @@ async def test_contacts_upsert_dedup_keeps_email_and_partial_updates(store: Stor
     assert len(linked) == 4
 
 
+async def test_contacts_to_check_skips_recently_checked_and_urlless(store: Store) -> None:
+    project = await new_project(store)
+    other = await new_project(store, "other")
+    (acme,) = await store.upsert_companies([company(project.id, 1)])
+    (elsewhere,) = await store.upsert_companies([company(other.id, 1)])
+    now = datetime.now(UTC)
+    rows = await store.upsert_contacts(
+        [
+            NewContact(
+                project_id=project.id,
+                company_id=acme.id,
+                linkedin_url=f"https://linkedin.com/in/p{n}",
+                first_name=f"P{n}",
+            )
+            for n in range(1205)
+        ]
+        + [
+            NewContact(project_id=project.id, company_id=acme.id, linkedin_url="", first_name="X"),
+            NewContact(
+                project_id=other.id, company_id=elsewhere.id, linkedin_url="https://l.com/in/o"
+            ),
+        ]
+    )
+    by_name = {c.first_name: c for c in rows}
+    recent = now - timedelta(hours=2)
+    old = (now - timedelta(days=3)).astimezone(timezone(timedelta(hours=-7)))
+    await store.update_contacts(
+        [
+            ContactUpdate(contact_id=by_name[f"P{n}"].id, linkedin_checked_at=recent)
+            for n in range(0, 1205, 2)
+        ]
+        + [ContactUpdate(contact_id=by_name["P1"].id, linkedin_checked_at=old)]
+    )
+
+    every = flat(await collect(store.iter_contacts_to_check(project.id, page_size=500)))
+    assert {c.first_name for c in every} == {f"P{n}" for n in range(1, 1205, 2)} - {"P1"}
+    cutoff = (now - timedelta(days=1)).astimezone(timezone(timedelta(hours=5)))
+    pages = await collect(
+        store.iter_contacts_to_check(project.id, checked_before=cutoff, page_size=300)
+    )
+    assert [len(page) for page in pages] == [300, 300, 2]
+    assert {c.first_name for c in flat(pages)} == {f"P{n}" for n in range(1, 1205, 2)}
+    due_later = await collect(
+        store.iter_contacts_to_check(project.id, checked_before=now + timedelta(minutes=1))
+    )
+    assert len(flat(due_later)) == 1205
+
+
+async def test_auto_refine_opt_in(store: Store) -> None:
+    projects = [await new_project(store, f"P{n}") for n in range(5)]
+    assert flat(await collect(store.iter_auto_refine_projects())) == []
+    for project in projects[:3]:
+        await store.set_auto_refine(project.id, True)
+    await store.set_auto_refine(projects[0].id, False)
+    await store.set_auto_refine(projects[1].id, True)  # again: still once
+    pages = await collect(store.iter_auto_refine_projects(page_size=1))
+    assert [len(page) for page in pages] == [1, 1]
+    assert {p.id for p in flat(pages)} == {projects[1].id, projects[2].id}
+    with pytest.raises(NotFoundInStore):
+        await store.set_auto_refine(uuid4(), True)
+
+
 # --- jobs -----------------------------------------------------------------------------------
 async def test_jobs_create_update_compare_and_set(store: Store) -> None:
     project = await new_project(store)

@@ -73,6 +73,8 @@ create table if not exists public.tam_job_queue (
 -- ---------------------------------------------------------------------------------------
 -- Columns the pipeline adds.
 -- ---------------------------------------------------------------------------------------
+alter table public.tam_projects add column if not exists auto_refine boolean not null default false;
+
 alter table public.tam_contacts add column if not exists linkedin_checked_at timestamptz;
 
 alter table public.tam_job_queue add column if not exists flow_run_id uuid;

@@ -60,6 +60,14 @@ class Store(Protocol):
 
     def iter_projects(self, *, page_size: int = 500) -> AsyncIterator[list[Project]]: ...
 
+    async def set_auto_refine(self, project_id: UUID, enabled: bool) -> None:
+        """Opt the project in or out of the scheduled refine (`tam_projects.auto_refine`).
+        Raises NotFoundInStore."""
+
+    def iter_auto_refine_projects(self, *, page_size: int = 500) -> AsyncIterator[list[Project]]:
+        """Projects with `auto_refine = true`, paginated."""
+        ...
+
     # --- companies ------------------------------------------------------------------------
     async def upsert_companies(self, companies: Sequence[NewCompany]) -> list[Company]:
         """Insert new companies; a (project, domain) that exists keeps its row, id,
@@ -103,6 +111,17 @@ class Store(Protocol):
         with_linkedin: bool = False,
         page_size: int = 500,
     ) -> AsyncIterator[list[Contact]]: ...
+
+    def iter_contacts_to_check(
+        self,
+        project_id: UUID,
+        *,
+        checked_before: datetime | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[list[Contact]]:
+        """Contacts with a linkedin_url whose LinkedIn activity was never checked, or (with
+        `checked_before`) last checked before that time."""
+        ...
 
     # --- jobs -----------------------------------------------------------------------------
     async def create_job(

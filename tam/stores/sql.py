@@ -83,7 +83,7 @@ class SqlStore:
         self._errors = ErrorMapper(self.url, spec.password)
         self._engine = spec.create()
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-        count_round_trips(self._engine, self._bump, pings=spec.dialect == "postgresql")
+        count_round_trips(self._engine, self._bump, pings=False)
 
     def _bump(self) -> None:
         self.round_trips += 1
@@ -119,18 +119,30 @@ class SqlStore:
 
     # --- plumbing -------------------------------------------------------------------------
     async def _execute(self, steps: Sequence[_Step]) -> _Outcome:
+        with self._errors:
+            try:
+                return await self._execute_once(steps)
+            except sa.exc.DBAPIError as exc:
+                # NOTE: instead of pinging on every checkout (a round trip each time), a
+                # connection the server dropped (restart, pooler recycle) is noticed when
+                # used, discarded by the pool, and the statements run once more on a fresh
+                # one. Every write here is an upsert or a keyed update, so a retry is safe.
+                if not exc.connection_invalidated:
+                    raise
+                return await self._execute_once(steps)
+
+    async def _execute_once(self, steps: Sequence[_Step]) -> _Outcome:
         atomic = len(steps) > 1 or any(params is not None for _, params in steps)
         outcome = _Outcome()
-        with self._errors:
-            engine = self._engine if atomic else self._autocommit
-            async with engine.connect() as conn:
-                for statement, params in steps:
-                    result = await conn.execute(statement, params)
-                    if result.returns_rows:
-                        outcome.rows.extend(result.all())
-                    outcome.rowcount += max(result.rowcount, 0)
-                if atomic:
-                    await conn.commit()
+        engine = self._engine if atomic else self._autocommit
+        async with engine.connect() as conn:
+            for statement, params in steps:
+                result = await conn.execute(statement, params)
+                if result.returns_rows:
+                    outcome.rows.extend(result.all())
+                outcome.rowcount += max(result.rowcount, 0)
+            if atomic:
+                await conn.commit()
         return outcome
 
     async def _read(self, statement: sa.Executable) -> list[sa.Row[Any]]:
@@ -205,6 +217,20 @@ class SqlStore:
 
     async def iter_projects(self, *, page_size: int = 500) -> AsyncIterator[list[Project]]:
         async for rows in self._pages(sa.select(projects), projects.c.id, page_size):
+            yield [to_model(Project, row) for row in rows]
+
+    async def set_auto_refine(self, project_id: UUID, enabled: bool) -> None:
+        statement = (
+            sa.update(projects).where(projects.c.id == project_id).values(auto_refine=enabled)
+        )
+        if (await self._execute([(statement, None)])).rowcount == 0:
+            raise NotFoundInStore(f"project {project_id} not found")
+
+    async def iter_auto_refine_projects(
+        self, *, page_size: int = 500
+    ) -> AsyncIterator[list[Project]]:
+        query = sa.select(projects).where(projects.c.auto_refine.is_(True))
+        async for rows in self._pages(query, projects.c.id, page_size):
             yield [to_model(Project, row) for row in rows]
 
     # --- companies ------------------------------------------------------------------------
@@ -302,6 +328,20 @@ class SqlStore:
         if with_linkedin:
             query = query.where(c.linkedin_url.is_not(None), c.linkedin_url != "")
         async for rows in self._pages_by_ids(query, c.id, c.company_id, company_ids, page_size):
+            yield [to_model(Contact, row) for row in rows]
+
+    async def iter_contacts_to_check(
+        self,
+        project_id: UUID,
+        *,
+        checked_before: datetime | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[list[Contact]]:
+        c = contact_table.c
+        query = sa.select(contact_table).where(
+            c.project_id == project_id, sql.linkedin_check_due(checked_before)
+        )
+        async for rows in self._pages(query, c.id, page_size):
             yield [to_model(Contact, row) for row in rows]
 
     # --- jobs -----------------------------------------------------------------------------

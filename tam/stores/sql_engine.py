@@ -111,8 +111,9 @@ def _postgres_spec(parsed: URL, *, pool_size: int, max_overflow: int) -> EngineS
             "pool_size": pool_size,
             "max_overflow": max_overflow,
             # NOTE: after a database restart or a pooler recycling idle connections, a
-            # pooled connection is dead; the ping swaps it for a fresh one before use.
-            "pool_pre_ping": True,
+            # pooled connection is dead. A pre-ping would cost a round trip per checkout;
+            # SqlStore._execute retries once on a connection found dead instead.
+            "pool_pre_ping": False,
             "pool_recycle": PG_POOL_RECYCLE_S,
         },
     )

@@ -136,3 +136,12 @@ def heartbeat_before(cutoff: datetime) -> sa.ColumnElement[bool]:
         c.heartbeat_at < at,
         c.heartbeat_at.is_(None) & (sa.func.coalesce(c.started_at, c.created_at) < at),
     )
+
+
+def linkedin_check_due(checked_before: datetime | None) -> sa.ColumnElement[bool]:
+    """Contacts with a LinkedIn URL never checked, or last checked before `checked_before`."""
+    c = contacts.c
+    due: sa.ColumnElement[bool] = c.linkedin_checked_at.is_(None)
+    if checked_before is not None:
+        due = sa.or_(due, c.linkedin_checked_at < sa.literal(checked_before, UtcDateTime))
+    return sa.and_(c.linkedin_url.is_not(None), c.linkedin_url != "", due)

@@ -1,0 +1,301 @@
+"""Sourcing: Discolike look-alikes and Google Places text search into pending companies.
+
+No Prefect here. A run is planned as a list of queries (one Discolike search over every
+seed group, one per Places text query); queries run concurrently under each account's
+limiter, and the companies they find are deduplicated by normalized domain (by place id
+for places without a website) against each other and the project before a batched upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from tam.batch_writer import BatchWriter
+from tam.clients._retry import call_with_retries
+from tam.clients.discolike import MAX_SEED_DOMAINS, DiscolikeClient
+from tam.clients.discolike import to_new_company as discolike_company
+from tam.clients.google_places import PAGE_TOKEN_RETRIES, GooglePlacesClient, PlacesPage
+from tam.clients.google_places import to_new_company as places_company
+from tam.errors import InvalidRequest
+from tam.job_reporter import JobReporter
+from tam.limiters import AccountLimiter
+from tam.models import Company, IcpProfile, NewCompany, Project, Usage
+from tam.stores.base import Store
+
+PLACES_PAGE_SIZE = 20
+
+
+class SourceQuery(BaseModel):
+    """One unit of sourcing work (and of progress)."""
+
+    kind: Literal["discolike", "google_places"]
+    label: str
+    # discolike
+    seed_groups: list[list[str]] = []
+    icp_text: str | None = None
+    countries: list[str] = []
+    employee_ranges: list[str] = []
+    max_records: int = 0
+    min_digital_footprint: int | None = None
+    # google_places
+    text: str | None = None
+    region_code: str | None = None
+    max_results: int = 0
+
+
+def icp_text(icp: IcpProfile) -> str | None:
+    """What Discolike matches by meaning: the target's industries and business model.
+
+    NOTE: `whatYouSell` is the seller's product, not the buyer's profile; matching on it
+    would find the seller's competitors.
+    """
+    parts = [", ".join(k for k in icp.industry_keywords if k.strip()), icp.business_model or ""]
+    text = ". ".join(p.strip() for p in parts if p and p.strip())
+    return text or None
+
+
+def places_queries(project: Project, extra: Sequence[str] | None = None) -> list[str]:
+    """Text queries for Google Places: the ICP's `placesQueries` plus the flow's own."""
+    raw = (project.icp_profile or {}).get("placesQueries") or []
+    values = [*(raw if isinstance(raw, list) else [raw]), *(extra or [])]
+    seen: dict[str, None] = {}
+    for value in values:
+        text = " ".join(str(value).split())
+        if text:
+            seen.setdefault(text, None)
+    return list(seen)
+
+
+def places_max_results(project: Project, default: int) -> int:
+    limits = (project.icp_profile or {}).get("sourcingLimits") or {}
+    value = limits.get("placesMaxResults") if isinstance(limits, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, default)
+    return default
+
+
+def plan_queries(
+    project: Project,
+    icp: IcpProfile,
+    *,
+    extra_places: Sequence[str] | None,
+    places_limit: int,
+    min_digital_footprint: int | None,
+) -> list[SourceQuery]:
+    """The run's queries; empty when the ICP gives nothing to search by."""
+    queries: list[SourceQuery] = []
+    seeds = icp.seed_domains()
+    text = icp_text(icp)
+    if seeds or text:
+        groups = [seeds[i : i + MAX_SEED_DOMAINS] for i in range(0, len(seeds), MAX_SEED_DOMAINS)]
+        queries.append(
+            SourceQuery(
+                kind="discolike",
+                label=f"discolike: {len(seeds)} seeds" + (" + ICP text" if text else ""),
+                seed_groups=groups or [[]],
+                icp_text=text,
+                countries=icp.countries(),
+                employee_ranges=icp.employee_size_ranges,
+                max_records=icp.sourcing_limits.discolike_max_records,
+                min_digital_footprint=min_digital_footprint,
+            )
+        )
+    countries = icp.countries()
+    region = countries[0] if len(countries) == 1 else None
+    limit = places_max_results(project, places_limit)
+    for query in places_queries(project, extra_places):
+        queries.append(
+            SourceQuery(
+                kind="google_places",
+                label=f"places: {query}",
+                text=query,
+                region_code=region,
+                max_results=limit,
+            )
+        )
+    return queries
+
+
+@dataclass
+class SourcingTally:
+    queries: int = 0
+    discolike_results: int = 0
+    places_results: int = 0
+    places_without_domain: int = 0
+    found: int = 0
+    already_in_project: int = 0
+    inserted: int = 0
+
+
+@dataclass
+class SourcingContext:
+    """Everything one sourcing run shares between its chunks."""
+
+    project_id: UUID
+    discolike: DiscolikeClient | None
+    places: GooglePlacesClient | None
+    limiters: dict[str, AccountLimiter]
+    writer: BatchWriter[NewCompany]
+    reporter: JobReporter
+    max_attempts: int
+    existing_domains: set[str]
+    existing_place_ids: set[str]
+    tally: SourcingTally = field(default_factory=SourcingTally)
+    done: set[str] = field(default_factory=set)
+    _seen: set[str] = field(default_factory=set)
+
+    def usage(self) -> list[Usage]:
+        return [c.usage for c in (self.discolike, self.places) if c is not None]
+
+    def cost_usd(self) -> float:
+        return sum(u.cost_usd for u in self.usage())
+
+    async def offer(self, company: NewCompany, place_id: str | None = None) -> None:
+        """Queue a company unless this run or the project already has it."""
+        key = company.domain or (f"place:{place_id}" if place_id else None)
+        if key is None or key in self._seen:
+            return
+        self._seen.add(key)
+        self.tally.found += 1
+        if (company.domain and company.domain in self.existing_domains) or (
+            not company.domain and place_id in self.existing_place_ids
+        ):
+            self.tally.already_in_project += 1
+            return
+        await self.writer.add(company)
+
+
+async def load_existing(
+    store: Store, project_id: UUID, page_size: int
+) -> tuple[set[str], set[str]]:
+    """Domains in the project, and the place ids of its companies that have no domain."""
+    domains: set[str] = set()
+    place_ids: set[str] = set()
+    async for page in store.iter_companies(project_id, page_size=page_size):
+        for company in page:
+            if company.domain:
+                domains.add(company.domain)
+            elif isinstance(company.raw_data.get("id"), str):
+                place_ids.add(company.raw_data["id"])
+    return domains, place_ids
+
+
+def insert_counter(
+    store: Store, tally: SourcingTally
+) -> Callable[[Sequence[NewCompany]], Awaitable[None]]:
+    """The writer's flush: one upsert per batch, counting the rows really inserted."""
+
+    async def flush(batch: Sequence[NewCompany]) -> None:
+        inserted: list[Company] = await store.upsert_companies(batch)
+        tally.inserted += len(inserted)
+
+    return flush
+
+
+async def run_discolike(ctx: SourcingContext, query: SourceQuery) -> None:
+    """Every seed group in turn, each asking only for what the record budget has left."""
+    client = ctx.discolike
+    assert client is not None
+    budget = query.max_records
+    for seeds in query.seed_groups:
+        if budget <= 0:
+            break
+        discover = partial(
+            client.discover_page,
+            domains=seeds,
+            country=query.countries,
+            max_records=budget,
+            min_digital_footprint=query.min_digital_footprint,
+            icp_text=query.icp_text,
+            employee_ranges=query.employee_ranges,
+        )
+        page = await call_with_retries(
+            discover,
+            limiter=ctx.limiters["discolike"],
+            max_attempts=ctx.max_attempts,
+        )
+        ctx.reporter.cost_usd = ctx.cost_usd()
+        ctx.tally.discolike_results += len(page.companies)
+        for item in page.companies[:budget]:
+            before = ctx.tally.found
+            await ctx.offer(discolike_company(ctx.project_id, item))
+            budget -= ctx.tally.found - before
+
+
+async def run_places(ctx: SourcingContext, query: SourceQuery) -> None:
+    """One text query, page by page; each page is its own limited, retried request."""
+    client = ctx.places
+    assert client is not None and query.text
+    token: str | None = None
+    taken = 0
+    while taken < query.max_results:
+        size = min(PLACES_PAGE_SIZE, query.max_results - taken)
+        page = await _places_page(ctx, client, query, token, size)
+        ctx.reporter.cost_usd = ctx.cost_usd()
+        for place in page.places[: query.max_results - taken]:
+            taken += 1
+            ctx.tally.places_results += 1
+            company = places_company(ctx.project_id, place)
+            if company.domain is None:
+                ctx.tally.places_without_domain += 1
+            await ctx.offer(company, place_id=place.id)
+        if not page.next_page_token or not page.places:
+            break
+        token = page.next_page_token
+
+
+async def _places_page(
+    ctx: SourcingContext,
+    client: GooglePlacesClient,
+    query: SourceQuery,
+    token: str | None,
+    size: int,
+) -> PlacesPage:
+    # NOTE: a page token is valid only a moment after it is issued; wait outside the
+    # limiter's slot, and read an early "invalid token" as "not yet", a few times.
+    wait = client.page_token_wait_s if token else 0.0
+    for attempt in range(PAGE_TOKEN_RETRIES + 1):
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await call_with_retries(
+                lambda: client.search_text(
+                    query.text or "",
+                    page_token=token,
+                    page_size=size,
+                    region_code=query.region_code,
+                ),
+                limiter=ctx.limiters["google_places"],
+                max_attempts=ctx.max_attempts,
+            )
+        except InvalidRequest:
+            if token is None or attempt == PAGE_TOKEN_RETRIES:
+                raise
+            wait = max(client.page_token_wait_s, 0.1) * 2 ** (attempt + 1)
+    raise AssertionError("unreachable")
+
+
+async def source_chunk(ctx: SourcingContext, queries: Sequence[SourceQuery]) -> None:
+    """Run the chunk's queries concurrently; the first systemic error cancels the rest."""
+
+    async def one(query: SourceQuery) -> None:
+        if query.label in ctx.done:
+            return
+        if query.kind == "discolike":
+            await run_discolike(ctx, query)
+        else:
+            await run_places(ctx, query)
+        ctx.done.add(query.label)
+        ctx.tally.queries += 1
+        ctx.reporter.advance(1)
+
+    async with asyncio.TaskGroup() as group:
+        for query in queries:
+            group.create_task(one(query))
