@@ -68,8 +68,11 @@ class BenchContext:
         return make_url(self.pg_admin_url).set(database=db).render_as_string(hide_password=False)
 
 
-async def seed(database_url: str, n: int, *, job_type: str = "qualify") -> tuple[UUID, UUID]:
-    """A project with `n` pending sample companies and a pending job (the demo's ICP)."""
+async def seed(
+    database_url: str, n: int, *, job_type: str = "qualify", qualified: bool = False
+) -> tuple[UUID, UUID]:
+    """A project with `n` sample companies (pending, or already qualified) and a pending job
+    of `job_type` (the demo's ICP)."""
     from deployments.demo import DEMO_ICP
     from tam.emulators.world import World
     from tam.models import NewCompany, Project, ProjectStatus
@@ -90,7 +93,14 @@ async def seed(database_url: str, n: int, *, job_type: str = "qualify") -> tuple
         companies = World(7).companies(n)
         for i in range(0, len(companies), 1000):
             await store.upsert_companies(
-                [NewCompany(project_id=project_id, **c) for c in companies[i : i + 1000]]
+                [
+                    NewCompany(
+                        project_id=project_id,
+                        qualification_status="qualified" if qualified else "pending",
+                        **c,
+                    )
+                    for c in companies[i : i + 1000]
+                ]
             )
         job = await store.create_job(project_id, job_type)
         return project_id, job.id
@@ -324,12 +334,121 @@ def db_round_trips(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
     }
 
 
+def _account_bound(calls: int, latency: float, limit: Any) -> float:
+    """The least time `calls` calls of `latency` need under one account's limit."""
+    bound = calls * latency / limit.max_in_flight
+    if limit.requests_per_interval and calls > limit.requests_per_interval:
+        bound = max(bound, (calls - 1) // limit.requests_per_interval * limit.interval_s)
+    return float(bound)
+
+
+def contacts_and_linkedin(ctx: BenchContext, n: int = 500) -> dict[str, dict[str, Any]]:
+    """find_contacts then check_linkedin on `n` qualified companies, default limits.
+
+    ideal = the tightest single-account bound (Σ latency / in-flight, or the rate cap) over
+    the accounts the step used — a lower bound that ignores the waterfall's dependencies
+    (an email lookup can only start once its person is found)."""
+    from tam.settings import get_settings
+
+    latency = 0.05
+    for provider in ("prospeo", "hunter", "neverbounce", "brightdata"):
+        ctx.control.reset(provider, knobs=True)
+        ctx.control.configure(provider, latency_median_s=latency, latency_sigma=0.0)
+    ctx.control.configure("brightdata", snapshot_ready_s=2.0)
+    url = ctx.sqlite_url("contacts")
+    project_id, job_id = asyncio.run(seed(url, n, job_type="find_contacts", qualified=True))
+    env = ctx.env(url, TAM_BRIGHTDATA_POLL_INTERVAL_S="0.25")
+    contacts = run_worker(
+        {
+            "mode": "flow",
+            "step": "find_contacts",
+            "project_id": str(project_id),
+            "job_id": str(job_id),
+        },
+        env,
+    )
+    limits = get_settings().limits
+    prospeo = ctx.control.stats("prospeo", latencies=False)["calls_by_endpoint"]
+    accounts = {
+        "prospeo": (sum(v for k, v in prospeo.items() if "search" in k), limits["prospeo"]),
+        "prospeo_enrich": (
+            sum(v for k, v in prospeo.items() if "enrich" in k),
+            limits["prospeo_enrich"],
+        ),
+        "hunter": (ctx.control.stats("hunter", latencies=False)["calls"], limits["hunter"]),
+        "neverbounce": (
+            ctx.control.stats("neverbounce", latencies=False)["calls"],
+            limits["neverbounce"],
+        ),
+    }
+    bounds = {a: _account_bound(calls, latency, lim) for a, (calls, lim) in accounts.items()}
+    ideal = max(bounds.values())
+    summary = contacts["summary"]
+    found = summary.get("contactsFound", 0)
+    result_contacts = {
+        "wall_s": contacts["wall_s"],
+        "ideal_s": ideal,
+        "ratio": contacts["wall_s"] / ideal if ideal else None,
+        "companies": n,
+        "contacts_found": found,
+        "emails_found": summary.get("emailsFound"),
+        "calls": {a: calls for a, (calls, _) in accounts.items()},
+        "binding_account": max(bounds, key=lambda a: bounds[a]),
+        # Rows written: each contact is inserted, then updated with its email outcome.
+        "db_round_trips_per_1000_rows": (
+            summary["dbRoundTrips"] * 1000 / (2 * found) if found else None
+        ),
+        "status": contacts["status"],
+    }
+
+    linkedin_job = asyncio.run(_new_job(url, project_id, "check_linkedin"))
+    linkedin = run_worker(
+        {
+            "mode": "flow",
+            "step": "check_linkedin",
+            "project_id": str(project_id),
+            "job_id": str(linkedin_job),
+        },
+        env,
+    )
+    bd = ctx.control.stats("brightdata", latencies=False)
+    snapshots = int(bd.get("snapshots", 0))
+    waves = -(-snapshots // limits["brightdata"].max_in_flight) if snapshots else 0
+    # Each wave: trigger, the snapshot's build time, one progress poll and the download.
+    ideal_li = waves * (2.0 + 3 * latency)
+    li_summary = linkedin["summary"]
+    result_linkedin = {
+        "wall_s": linkedin["wall_s"],
+        "ideal_s": ideal_li,
+        "ratio": linkedin["wall_s"] / ideal_li if ideal_li else None,
+        "profiles": li_summary.get("total"),
+        "active": li_summary.get("active"),
+        "snapshots": snapshots,
+        "status": linkedin["status"],
+    }
+    return {"contacts_throughput": result_contacts, "linkedin_throughput": result_linkedin}
+
+
+async def _new_job(url: str, project_id: UUID, job_type: str) -> UUID:
+    from tam.stores import open_store
+
+    store = open_store(url)
+    try:
+        return (await store.create_job(project_id, job_type)).id
+    finally:
+        await store.close()
+
+
 SCENARIOS: dict[str, Callable[[BenchContext], dict[str, Any]]] = {
     "qualify_throughput": qualify_throughput,
     "overhead_10k": overhead_10k,
     "two_jobs_one_account": two_jobs_one_account,
     "rate_limit_storm": rate_limit_storm,
     "db_round_trips": db_round_trips,
+}
+# Scenarios that report several rows.
+MULTI_SCENARIOS: dict[str, Callable[[BenchContext], dict[str, dict[str, Any]]]] = {
+    "contacts_and_linkedin": contacts_and_linkedin,
 }
 
 
@@ -401,6 +520,14 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
             started = time.monotonic()
             results[name] = scenario(ctx)
             console.print(f"  done in {time.monotonic() - started:.0f}s: {results[name]}")
+        for name, multi in MULTI_SCENARIOS.items():
+            if only and name not in only:
+                continue
+            console.print(f"[bold]{name}[/] ...")
+            started = time.monotonic()
+            rows = multi(ctx)
+            results.update(rows)
+            console.print(f"  done in {time.monotonic() - started:.0f}s: {rows}")
     finally:
         emulators.stop()
         prefect.stop()

@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     read_page_size: int = Field(default=500, ge=1, le=1000)
     # The frontend polls every few seconds; faster writes would only cost round trips.
     progress_interval_s: float = Field(
-        default=2.0,
+        default=3.0,
         ge=0,
         validation_alias=AliasChoices("TAM_PROGRESS_INTERVAL_S", "progress_interval_s"),
     )
