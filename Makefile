@@ -49,5 +49,8 @@ emulators: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/tam serve $(ARGS)
 
+webhook: $(STAMP)
+	$(BIN)/tam webhook $(ARGS)
+
 clean:
 	rm -rf $(VENV) .tam .pytest_cache .mypy_cache .ruff_cache

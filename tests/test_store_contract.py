@@ -616,7 +616,7 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(f"sqlite:///{tmp_path / 'a.db'}"), SqlStore)
     pg = open_store("postgres://u:pw@localhost:6543/postgres?sslmode=require")
     assert isinstance(pg, SqlStore) and pg.dialect == "postgresql"
-    with pytest.raises(StoreError, match="not built yet"):
+    with pytest.raises(StoreError, match="SUPABASE_SERVICE_ROLE_KEY"):
         open_store("https://abcd.supabase.co")
     with pytest.raises(StoreError, match="unsupported"):
         open_store("mysql://u:hunter2@localhost/db")

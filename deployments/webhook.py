@@ -1,0 +1,416 @@
+"""The dispatch webhook the app's tam-run-job Edge Function calls (design.md §2).
+
+`POST /api/tam/run` starts the Prefect deployment for a job, `GET /api/tam/jobs/{id}` and
+`POST /api/tam/jobs/{id}/cancel` watch and stop it, `GET /healthz` reports reachability.
+Every answer is JSON; an error is `{"error": ...}`, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+
+from deployments.serve import DEPLOYMENT_NAME
+from deployments.webhook_dispatch import (
+    DeploymentMissing,
+    Dispatcher,
+    PrefectDispatcher,
+    PrefectUnavailable,
+    RunInfo,
+    run_spec,
+)
+from deployments.webhook_http import (
+    MAX_BODY_BYTES,
+    ApiError,
+    RequestGuard,
+    install_error_handlers,
+    key_matches,
+    openapi_without_422,
+)
+from deployments.webhook_models import (
+    CancelResponse,
+    ErrorResponse,
+    HealthCheck,
+    HealthResponse,
+    JobView,
+    RunRequest,
+    RunResponse,
+    job_view,
+)
+from tam.failures import redact
+from tam.job_reporter import ACTIVE
+from tam.models import Job, JobStatus, JobUpdate
+from tam.settings import Settings, get_settings
+from tam.stores import NotFoundInStore, Store, StoreError, open_store
+
+logger = logging.getLogger("tam.webhook")
+
+# Rows in these states may still change; a dispatch failure may overwrite them.
+NOT_COMPLETED = (JobStatus.pending, JobStatus.running, JobStatus.failed, JobStatus.cancelled)
+CANCEL_WATCH_S = 180.0
+
+
+class ServiceKeyMissing(RuntimeError):
+    """SERVICE_API_KEY is empty: the webhook would accept anyone, so it does not start."""
+
+
+# --- dependencies -----------------------------------------------------------------------
+api_key_header = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="SERVICE_API_KEY shared with the app"
+)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[Store, Depends(get_store)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+async def require_api_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]
+) -> None:
+    assert settings.service_api_key is not None  # create_app refuses to start without it
+    if not key_matches(settings.service_api_key.get_secret_value(), key):
+        raise ApiError(401, "Unauthorized")
+
+
+# --- helpers ------------------------------------------------------------------------------
+async def load_job(store: Store, job_id: UUID, project_id: UUID | None = None) -> Job:
+    try:
+        job = await store.get_job(job_id)
+    except NotFoundInStore:
+        raise ApiError(404, f"Job {job_id} not found") from None
+    if project_id is not None and job.project_id != project_id:
+        # NOTE: 404 as for a missing job: in this project, the job does not exist.
+        raise ApiError(404, f"Job {job_id} not found in project {project_id}")
+    return job
+
+
+async def fail_dispatch(store: Store, settings: Settings, job: Job, reason: str) -> None:
+    """The job row says why dispatch failed (the frontend shows result_summary.error)."""
+    message = redact(reason, settings.secret_values())
+    try:
+        await store.update_job(
+            job.id,
+            JobUpdate(
+                status=JobStatus.failed,
+                result_summary={"error": message, "dispatch": True},
+                completed_at=datetime.now(UTC),
+            ),
+            only_if_status=NOT_COMPLETED,
+        )
+    except StoreError as exc:
+        logger.error("Could not mark job %s failed after a dispatch error: %s", job.id, exc)
+
+
+async def record_run(store: Store, job: Job, run: RunInfo) -> None:
+    if job.status in (JobStatus.failed, JobStatus.cancelled) and job.flow_run_id != run.id:
+        # A new attempt of a job that ended: queued again, without the old error.
+        changed = await store.update_job(
+            job.id,
+            JobUpdate(
+                status=JobStatus.pending, progress=0, flow_run_id=run.id, current_step="queued"
+            ),
+            only_if_status=[job.status],
+        )
+        if changed:
+            await store.clear_job_result(job.id)
+        return
+    await store.update_job(job.id, JobUpdate(flow_run_id=run.id))
+
+
+async def mark_cancelled(store: Store, job_id: UUID) -> bool:
+    return await store.update_job(
+        job_id,
+        JobUpdate(
+            status=JobStatus.cancelled,
+            result_summary={"error": "Cancelled by user", "cancelled": True},
+            completed_at=datetime.now(UTC),
+        ),
+        only_if_status=ACTIVE,
+    )
+
+
+async def watch_cancellation(
+    store: Store, dispatcher: Dispatcher, job_id: UUID, run_id: UUID, timeout_s: float
+) -> None:
+    """Backstop for the flow's cancellation hook: once the run is Cancelled, so is the job."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        await asyncio.sleep(1.0)
+        try:
+            run = await dispatcher.read_run(run_id)
+            if run is None or run.state_type == "CANCELLED":
+                await mark_cancelled(store, job_id)
+                return
+            if run.is_final:
+                return
+        except (PrefectUnavailable, StoreError) as exc:
+            logger.warning("Watching the cancellation of job %s: %s", job_id, exc)
+
+
+# --- routes -------------------------------------------------------------------------------
+_ERROR_TEXT = {
+    400: "A field is missing or invalid (the message names it)",
+    401: "Missing or wrong x-api-key",
+    404: "No such job (in that project)",
+    409: "The job already completed or failed",
+    413: f"Body larger than {MAX_BODY_BYTES} bytes",
+    500: "Unexpected error (details in the server log under requestId)",
+    502: "Prefect could not be reached",
+    503: "The database is unavailable, or Prefect has no deployment for this job type",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+router = APIRouter(
+    prefix="/api/tam",
+    dependencies=[Depends(require_api_key)],
+    responses=errors(400, 401, 500, 503),
+)
+
+
+@router.post(
+    "/run",
+    response_model=RunResponse,
+    responses=errors(404, 413, 502),
+    summary="Start the Prefect flow run for a job (idempotent per job)",
+)
+async def run_job(
+    body: RunRequest,
+    request: Request,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+) -> RunResponse:
+    from flows import FLOWS
+
+    job = await load_job(store, body.jobId, body.projectId)
+    if job.job_type != body.jobType:
+        raise ApiError(
+            400,
+            f"jobType: the job is a {job.job_type!r} job, not {body.jobType!r}",
+            field="jobType",
+        )
+    try:
+        previous = await dispatcher.read_run(job.flow_run_id) if job.flow_run_id else None
+        if previous is not None and not previous.ended_unfinished:
+            # Still scheduled, running or retrying, or already completed: the same run.
+            run, reused = previous, True
+        else:
+            spec = run_spec(
+                FLOWS[body.jobType].name,
+                body.jobType,
+                project_id=job.project_id,
+                job_id=job.id,
+                previous_run_id=job.flow_run_id,
+                deployment_name=request.app.state.deployment_name,
+            )
+            run = await dispatcher.start_run(spec)
+            reused = run.id == job.flow_run_id
+    except PrefectUnavailable as exc:
+        reason = f"Could not dispatch the job: {exc}"
+        await fail_dispatch(store, settings, job, reason)
+        raise ApiError(502, reason) from exc
+    except DeploymentMissing as exc:
+        reason = f"Could not dispatch the job: {exc}"
+        await fail_dispatch(store, settings, job, reason)
+        raise ApiError(503, reason) from exc
+    await record_run(store, job, run)
+    logger.info(
+        "Job %s (%s) -> flow run %s [%s]%s",
+        job.id,
+        job.job_type,
+        run.id,
+        run.state_name,
+        " (existing run)" if reused else "",
+    )
+    return RunResponse(
+        taskId=str(run.id),
+        flowRunId=str(run.id),
+        jobId=job.id,
+        flowRunState=run.state_name,
+        deduplicated=reused,
+        prefectUrl=dispatcher.run_url(run.id),
+    )
+
+
+@router.get(
+    "/jobs/{jobId}",
+    response_model=JobView,
+    responses=errors(404),
+    summary="A job's status and progress",
+)
+async def get_job(jobId: UUID, store: StoreDep, dispatcher: DispatcherDep) -> JobView:
+    job = await load_job(store, jobId)
+    url = dispatcher.run_url(job.flow_run_id) if job.flow_run_id else None
+    return job_view(job, url, now=datetime.now(UTC))
+
+
+@router.post(
+    "/jobs/{jobId}/cancel",
+    response_model=CancelResponse,
+    responses={
+        202: {"model": CancelResponse, "description": "Cancelling; the job ends cancelled soon"},
+        **errors(404, 409, 502),
+    },
+    summary="Cancel a job's flow run",
+)
+async def cancel_job(
+    jobId: UUID,
+    request: Request,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+) -> Any:
+    job = await load_job(store, jobId)
+    if job.status == JobStatus.cancelled:
+        return CancelResponse(
+            jobId=job.id, status=job.status, flowRunId=job.flow_run_id, message="Already cancelled"
+        )
+    if job.status.is_final:
+        raise ApiError(409, f"Job {job.id} already {job.status.value}")
+    try:
+        run = await dispatcher.cancel_run(job.flow_run_id) if job.flow_run_id else None
+    except PrefectUnavailable as exc:
+        raise ApiError(502, f"Could not cancel the flow run: {exc}") from exc
+    if run is None or run.is_final:
+        # Nothing is running it (never dispatched, run gone, or ended): end the row here.
+        await mark_cancelled(store, job.id)
+        current = await store.get_job(job.id)
+        return CancelResponse(
+            jobId=job.id,
+            status=current.status,
+            flowRunId=job.flow_run_id,
+            flowRunState=run.state_name if run else None,
+            message="Cancelled",
+        )
+    tasks: set[asyncio.Task[None]] = request.app.state.background
+    task = asyncio.create_task(
+        watch_cancellation(store, dispatcher, job.id, run.id, request.app.state.cancel_watch_s)
+    )
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    answer = CancelResponse(
+        jobId=job.id,
+        status=job.status,
+        flowRunId=run.id,
+        flowRunState=run.state_name,
+        message="Cancelling: the worker stops the run and the job ends cancelled",
+    )
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    store: Store = request.app.state.store
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    database, prefect = HealthCheck(ok=True), HealthCheck(ok=True)
+    try:
+        await asyncio.wait_for(store.list_jobs(limit=1), timeout=10)
+    except (StoreError, TimeoutError) as exc:
+        database = HealthCheck(ok=False, error=str(exc) or "timed out")
+    try:
+        await asyncio.wait_for(dispatcher.check(), timeout=10)
+    except (PrefectUnavailable, TimeoutError) as exc:
+        prefect = HealthCheck(ok=False, error=str(exc) or "timed out")
+    ok = database.ok and prefect.ok
+    answer = HealthResponse(status="ok" if ok else "degraded", database=database, prefect=prefect)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=200 if ok else 503)
+
+
+# --- the app ------------------------------------------------------------------------------
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    dispatcher: Dispatcher | None = None,
+) -> FastAPI:
+    """The webhook app. Without `store`/`dispatcher` it opens the configured database and
+    talks to the Prefect API in PREFECT_API_URL. Raises ServiceKeyMissing without a key."""
+    settings = settings or get_settings()
+    if settings.service_api_key is None or not settings.service_api_key.get_secret_value().strip():
+        raise ServiceKeyMissing(
+            "SERVICE_API_KEY is not set: the dispatch webhook refuses to start without it"
+        )
+    owns_store = store is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.store is None:
+            app.state.store = open_store(settings=settings)
+            try:
+                await app.state.store.init_schema()
+            except StoreError as exc:  # /healthz reports it; dispatches answer 500 meanwhile
+                logger.error("Database not ready: %s", exc)
+        try:
+            yield
+        finally:
+            for task in list(app.state.background):
+                task.cancel()
+            if owns_store:
+                await app.state.store.close()
+
+    app = FastAPI(
+        title="TAM dispatch webhook",
+        version="1.0.0",
+        summary="Starts the TAM pipeline's Prefect flows for the app's Edge Functions.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.dispatcher = dispatcher or PrefectDispatcher()
+    app.state.background = set()
+    app.state.cancel_watch_s = CANCEL_WATCH_S
+    # `tam serve` and prefect.yaml's Docker flavour deploy as "tam"; the process flavour as
+    # "tam-process" (see prefect.yaml).
+    app.state.deployment_name = os.environ.get("TAM_DEPLOYMENT_NAME") or DEPLOYMENT_NAME
+    app.include_router(router)
+    app.add_api_route(
+        "/healthz",
+        healthz,
+        methods=["GET"],
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse, "description": "Database or Prefect down"}},
+        summary="Database and Prefect reachability (no key needed)",
+    )
+    install_error_handlers(app, settings)
+    app.add_middleware(RequestGuard, max_body_bytes=MAX_BODY_BYTES, secrets=settings.secret_values)
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+    return app
+
+
+def run(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the webhook with uvicorn until interrupted (`tam webhook`)."""
+    import uvicorn
+
+    try:
+        app = create_app()
+    except ServiceKeyMissing as exc:
+        raise SystemExit(f"error: {exc}") from None
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

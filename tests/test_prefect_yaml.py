@@ -1,0 +1,254 @@
+"""prefect.yaml, read by Prefect's own loader: every deployment resolves, imports and fits.
+
+Flows another change has not added yet (their module is missing) are the only ones not
+imported; everything that exists is checked, and every served flow must be deployed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import yaml
+from rich.console import Console
+
+from deployments.serve import DEPLOYMENT_NAME
+from deployments.webhook_dispatch import run_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = ROOT / "prefect.yaml"
+DOCKERFILE = ROOT / "deployments" / "Dockerfile"
+FLAVOURS = {DEPLOYMENT_NAME: "tam-docker", "tam-process": "tam-process"}
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|DATABASE_URL|_DSN)$", re.IGNORECASE)
+LITERAL_SECRET = re.compile(
+    r"sk-ant-|sb_secret_|eyJ[A-Za-z0-9_-]{10,}\.|://[^/\s:@]+:[^@\s{]+@|AKIA[0-9A-Z]{16}"
+)
+
+
+@cache
+def loaded() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from prefect.cli.deploy._config import _load_deploy_configs_and_actions
+
+    return _load_deploy_configs_and_actions(PREFECT_YAML, console=Console(quiet=True))
+
+
+def deployments() -> list[dict[str, Any]]:
+    return loaded()[0]
+
+
+def existing(config: dict[str, Any]) -> bool:
+    return (ROOT / config["entrypoint"].split(":")[0]).is_file()
+
+
+def load_flow(entrypoint: str) -> Any:
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(str(ROOT / entrypoint))
+
+
+def config_id(config: dict[str, Any]) -> str:
+    return f"{config['name']}:{config['entrypoint'].rsplit(':', 1)[1]}"
+
+
+def walk_strings(value: Any, path: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in walk_strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in walk_strings(v, f"{path}[{i}]")]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def test_prefects_schema_accepts_the_file_as_written() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    # The CLI's loader only warns on a schema error and drops every deployment; be strict.
+    model = PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_YAML.read_text()))
+    assert len(model.deployments) == len(deployments()) > 0
+    assert all(c.get("entrypoint") and c.get("description") for c in deployments())
+
+
+def test_every_served_flow_is_deployed_in_both_flavours() -> None:
+    from flows import FLOWS, SERVED_FLOWS
+
+    flows = {flow for flow, _ in SERVED_FLOWS} | set(FLOWS.values())
+    for flow in flows:
+        module = inspect.getmodule(flow.fn)
+        assert module is not None and module.__file__ is not None
+        entrypoint = f"{Path(module.__file__).relative_to(ROOT).as_posix()}:{flow.fn.__name__}"
+        for name, pool in FLAVOURS.items():
+            matches = [
+                c for c in deployments() if c["entrypoint"] == entrypoint and c["name"] == name
+            ]
+            assert len(matches) == 1, f"{entrypoint} needs one {name!r} deployment"
+            assert matches[0]["work_pool"]["name"] == pool
+
+
+def test_each_flavour_deploys_each_flow_once() -> None:
+    for name in FLAVOURS:
+        entrypoints = [c["entrypoint"] for c in deployments() if c["name"] == name]
+        assert len(entrypoints) == len(set(entrypoints))
+    assert {c["name"] for c in deployments()} == set(FLAVOURS)
+
+
+@pytest.mark.parametrize("config", [c for c in deployments() if existing(c)], ids=config_id)
+def test_entrypoint_imports_and_parameters_fit_the_signature(config: dict[str, Any]) -> None:
+    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    flow = load_flow(config["entrypoint"])
+    # `prefect deploy -n <flow-name>/<name>` matches the entrypoint's function name.
+    assert flow.name == config["entrypoint"].rsplit(":", 1)[1].replace("_", "-")
+    signature = inspect.signature(flow.fn)
+    given = dict(config.get("parameters") or {})
+    assert set(given) <= set(signature.parameters), "prefect.yaml names unknown parameters"
+    flow.validate_parameters(given | _required_placeholders(signature, given))
+
+    schedules = config.get("schedules") or []
+    for schedule in schedules:
+        params = given | schedule.get("parameters", {})
+        assert set(params) <= set(signature.parameters)
+        missing = [
+            name
+            for name, p in signature.parameters.items()
+            if p.default is inspect.Parameter.empty and name not in params
+        ]
+        assert not missing, f"a scheduled run would lack {missing}"
+        flow.validate_parameters(params)
+        DeploymentScheduleCreate(**_schedule_config_to_deployment_schedule(schedule))
+
+
+def _required_placeholders(signature: inspect.Signature, given: dict[str, Any]) -> dict[str, Any]:
+    # Step flows take the ids from each run (the webhook); check their types with real ones.
+    values: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if param.default is inspect.Parameter.empty and name not in given:
+            values[name] = str(uuid4())
+    return values
+
+
+@pytest.mark.parametrize("config", [c for c in deployments() if existing(c)], ids=config_id)
+def test_what_the_webhook_sends_is_valid_for_the_flow(config: dict[str, Any]) -> None:
+    from flows import FLOWS
+
+    flow = load_flow(config["entrypoint"])
+    job_types = [job_type for job_type, f in FLOWS.items() if f.name == flow.name]
+    for job_type in job_types:
+        spec = run_spec(
+            flow.name, job_type, project_id=uuid4(), job_id=uuid4(), previous_run_id=None
+        )
+        assert spec.deployment == f"{flow.name}/{DEPLOYMENT_NAME}"
+        flow.validate_parameters(spec.parameters)
+
+
+def test_scheduled_flows_match_what_tam_serve_schedules() -> None:
+    from flows import SERVED_FLOWS
+
+    for flow, extra in SERVED_FLOWS:
+        if "cron" not in extra:
+            continue
+        for config in deployments():
+            if config["entrypoint"].endswith(f":{flow.fn.__name__}"):
+                crons = [s.get("cron") for s in config.get("schedules") or []]
+                assert crons == [extra["cron"]], config["name"]
+    scheduled = {c["entrypoint"].rsplit(":", 1)[1] for c in deployments() if c.get("schedules")}
+    assert scheduled == {"refine_all_projects", "reap_stale_jobs"}
+
+
+def test_steps_exist_and_take_the_arguments_given() -> None:
+    from prefect.utilities.importtools import import_object
+
+    for config in deployments():
+        for section in ("build", "push", "pull"):
+            for step in config.get(section) or []:
+                ((function, kwargs),) = step.items()
+                target = import_object(function)
+                arguments = {k: v for k, v in kwargs.items() if k not in ("id", "requires")}
+                inspect.signature(target).bind(**arguments)
+        if config["work_pool"]["name"] == "tam-docker":
+            build = config["build"][0]["prefect_docker.deployments.steps.build_docker_image"]
+            assert (ROOT / build["dockerfile"]) == DOCKERFILE
+            assert config["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}"
+            (pull,) = config["pull"]
+            workdir = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+            assert f"WORKDIR {workdir}" in DOCKERFILE.read_text()
+        else:
+            assert config["build"] == [] and config["push"] == []
+
+
+def test_no_literal_secret_anywhere() -> None:
+    text = PREFECT_YAML.read_text()
+    assert not LITERAL_SECRET.search(text)
+    secret_values = 0
+    for config in deployments():
+        env = config["work_pool"]["job_variables"].get("env") or {}
+        for name, value in env.items():
+            if SECRET_NAME.search(name):
+                secret_values += 1
+                assert re.fullmatch(
+                    r"\{\{ *(prefect\.blocks\.secret\.[\w-]+|\$\w+) *\}\}", value
+                ), f"{config['name']} {name} must come from a Secret block or the environment"
+        for path, value in walk_strings(config):
+            assert not LITERAL_SECRET.search(value), path
+    assert secret_values > 0  # the Docker flavour does carry its keys, by reference
+
+
+def test_dockerfile_is_well_formed() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    instructions = [line.split()[0].upper() for line in lines]
+    known = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "USER", "EXPOSE", "CMD", "ARG", "LABEL"}
+    assert set(instructions) <= known and instructions[0] == "FROM"
+    assert lines[0] == "FROM python:3.11-slim"
+    assert any("-c constraints.txt" in line for line in lines if line.startswith("RUN"))
+    for line in lines:
+        if line.startswith("COPY"):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"COPY source {source} is missing"
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    for private in (".env", ".venv", ".tam", ".git"):
+        assert private in ignored
+    assert "USER tam" in lines  # flow runs do not run as root
+
+
+@pytest.mark.prefect
+async def test_prefect_deploy_creates_the_process_flavour(
+    prefect_server: Any, tmp_path: Path
+) -> None:
+    """`prefect deploy` itself, on the session's server: what the README tells operators."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    env = {**os.environ, **prefect_server.env(), "PREFECT_HOME": str(tmp_path)}
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    subprocess.run(
+        [*prefect, "work-pool", "create", "tam-process", "--type", "process", "--overwrite"],
+        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    done = subprocess.run(
+        [*prefect, "deploy", "-n", "*/tam-process"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    wanted = [c for c in deployments() if c["name"] == "tam-process" and existing(c)]
+    async with get_client() as client:
+        for config in wanted:
+            flow_name = config["entrypoint"].rsplit(":", 1)[1].replace("_", "-")
+            deployment = await client.read_deployment_by_name(f"{flow_name}/tam-process")
+            assert deployment.work_pool_name == "tam-process"
+            assert deployment.entrypoint == config["entrypoint"]
+            assert bool(deployment.schedules) == bool(config.get("schedules"))
+            # Resolved on the worker at run time, not baked in at deploy time.
+            (pull,) = deployment.pull_steps or []
+            directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+            assert directory == "{{ $TAM_PROJECT_DIR }}"
