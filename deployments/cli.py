@@ -144,6 +144,44 @@ def webhook(
 
 
 @app.command()
+def sample(
+    companies: Annotated[int, typer.Option(help="Sample companies to create")] = 50,
+    job: Annotated[str, typer.Option(help="Job type of the pending job row")] = "qualify",
+) -> None:
+    """Create a sample project (the demo's ICP), its companies and a pending job row, and
+    print the ids as shell exports — for dispatching through the webhook by hand."""
+    from uuid import uuid4
+
+    from deployments.demo import DEMO_ICP
+    from tam.emulators.world import sample_companies
+    from tam.models import NewCompany, Project, ProjectStatus
+    from tam.settings import get_settings
+    from tam.stores import open_store
+
+    async def main() -> tuple[UUID, UUID]:
+        store = open_store(get_settings().database_url)
+        try:
+            await store.init_schema()
+            project = await store.create_project(
+                Project(
+                    id=uuid4(),
+                    name="Sample project",
+                    status=ProjectStatus.qualifying,
+                    icp_profile=DEMO_ICP,
+                )
+            )
+            await store.upsert_companies(
+                [NewCompany(project_id=project.id, **c) for c in sample_companies(companies)]
+            )
+            return project.id, (await store.create_job(project.id, job)).id
+        finally:
+            await store.close()
+
+    project_id, job_id = asyncio.run(main())
+    typer.echo(f"export PROJECT_ID={project_id} JOB_ID={job_id}")
+
+
+@app.command()
 def reap(
     stale_after: Annotated[float | None, typer.Option(help="Seconds without heartbeat")] = None,
 ) -> None:
