@@ -465,9 +465,14 @@ def _merge_round_trips(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
+    # NOTE: the private-cluster helper lives with the test fixtures; the console script does
+    # not run from the checkout's root, so put it on the path.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     try:
         from tests.fixtures.postgres import _bin_dir, _start_private_cluster
-    except ImportError:
+    except ImportError as exc:
+        console.print(f"[yellow]Postgres runs skipped: {exc}[/]")
         return None, None
     bin_dir = _bin_dir()
     if bin_dir is None:
