@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	bash scripts/ensure-postgres.sh
-	$(BIN)/pytest -m reliability $(PYTEST_ARGS)
+	TAM_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 emulators: $(STAMP)
 	$(BIN)/tam emulators $(ARGS)

@@ -197,7 +197,16 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
         return error_response(503, "Database unavailable", request_id=rid)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # NOTE: FastAPI answers a body it cannot decode (bad UTF-8, say) with a 400 before
+        # any dependency runs; an anonymous caller learns nothing but 401 from the API.
+        # Only the size guard (413) speaks first, as it must not read the body.
+        if (
+            exc.status_code != 413
+            and request.url.path.startswith("/api/")
+            and not key_matches(service_key, request.headers.get("x-api-key"))
+        ):
+            return error_response(401, "Unauthorized")
         return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)

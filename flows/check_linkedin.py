@@ -76,6 +76,7 @@ async def check_linkedin(
             store.update_contacts,
             batch_size=settings.write_batch_size,
             interval_s=settings.write_flush_s,
+            max_outage_s=settings.write_max_outage_s,
             logger=session.logger,
         )
         active_since, collect_since = windows(

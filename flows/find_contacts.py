@@ -12,13 +12,17 @@ from prefect import flow
 from tam.batch_writer import BatchWriter
 from tam.clients.factory import hunter_client, neverbounce_client, prospeo_client, usage_summary
 from tam.clients.prospeo import prospeo_locations, prospeo_seniorities
+from tam.journal import ResultJournal
 from tam.models import Contact, ContactUpdate, JobType, NewContact, ProjectStatus, Usage
 from tam.steps.contacts import (
     ChunkFeeder,
     ContactsContext,
     ContactsTally,
+    Resumed,
+    SearchedGroup,
     contact_inserter,
     plan_contacts,
+    replay_journals,
     search_groups,
 )
 from tasks.contacts import CONTEXTS, find_emails_task, search_people_task
@@ -30,8 +34,9 @@ LIMITED = ("prospeo", "prospeo_enrich", "hunter", "neverbounce")
 
 
 def contacts_summary(
-    tally: ContactsTally, total_companies: int, usage: list[Usage]
+    tally: ContactsTally, total_companies: int, usage: list[Usage], resumed: Resumed | None = None
 ) -> dict[str, Any]:
+    resumed = resumed or Resumed()
     return {
         "contactsFound": tally.contacts_found,
         "emailsFound": tally.emails_found,
@@ -43,6 +48,9 @@ def contacts_summary(
         "emailsBySource": dict(tally.email_sources),
         "costUsd": round(sum(u.cost_usd for u in usage), 6),
         "usage": usage_summary(usage),
+        # Taken from the journal of an earlier, killed attempt of this job (not bought again).
+        "resumedContacts": resumed.contacts,
+        "resumedEmails": resumed.emails,
     }
 
 
@@ -62,6 +70,21 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
     async with job_session(JobType.find_contacts, project_id, job_id) as session:
         _, icp = await session.load_project()
         store, settings, reporter = session.store, session.settings, session.reporter
+        journal_dir = settings.data_dir / "journal"
+        search_journal = ResultJournal(
+            journal_dir, session.job_id, "find_contacts-search", SearchedGroup
+        )
+        email_journal = ResultJournal(
+            journal_dir, session.job_id, "find_contacts-emails", ContactUpdate
+        )
+        # What an earlier, killed attempt of this job paid for but had not written yet.
+        resumed = await replay_journals(store, search_journal, email_journal)
+        if resumed.searched or resumed.emails:
+            session.logger.info(
+                "Resuming: %d companies already searched, %d emails already found",
+                len(resumed.searched),
+                resumed.emails,
+            )
         await reporter.step("loading qualified companies and their contacts")
         plan = await plan_contacts(
             store,
@@ -69,10 +92,16 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             per_company=icp.contacts_per_company,
             page_size=settings.read_page_size,
         )
+        for company_id in resumed.searched & plan.slots.keys():
+            plan.slots[company_id] = 0  # searched by the killed attempt: its pages are paid
         to_search = plan.to_search
         if not to_search and not plan.needing_email:
+            for journal in (search_journal, email_journal):
+                journal.close(remove=True)
             await store.set_project_status(project_id, ProjectStatus.complete)
-            return await session.complete(contacts_summary(ContactsTally(), len(plan.targets), []))
+            return await session.complete(
+                contacts_summary(ContactsTally(), len(plan.targets), [], resumed)
+            )
         # A searched company weighs 1 + its open slots; each email lookup weighs 1.
         open_slots = sum(plan.slots[c.id] for c in to_search)
         reporter.set_total(len(to_search) + open_slots + len(plan.needing_email))
@@ -85,7 +114,11 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
         found: asyncio.Queue[list[Contact] | None] = asyncio.Queue()
         email_chunk = math.ceil((open_slots + len(plan.needing_email)) / settings.max_task_runs)
         feeder: ChunkFeeder[Contact] = ChunkFeeder(email_chunk, found.put_nowait)
-        batch = {"batch_size": settings.write_batch_size, "interval_s": settings.write_flush_s}
+        batch = {
+            "batch_size": settings.write_batch_size,
+            "interval_s": settings.write_flush_s,
+            "max_outage_s": settings.write_max_outage_s,
+        }
         contact_writer: BatchWriter[NewContact] = BatchWriter(
             contact_inserter(store, tally, feeder.add), logger=session.logger, **batch
         )
@@ -106,6 +139,8 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             contact_writer=contact_writer,
             update_writer=update_writer,
             tally=tally,
+            search_journal=search_journal,
+            email_journal=email_journal,
         )
         run_key = str(session.job_id)
         CONTEXTS[run_key] = ctx
@@ -125,6 +160,7 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             len(plan.needing_email),
         )
         await reporter.step(f"searching people at {len(to_search)} companies")
+        written = False
         try:
             async with update_writer, asyncio.TaskGroup() as emails:
                 emails.create_task(spawn_email_tasks(emails))
@@ -140,9 +176,15 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
                     feeder.close()
                     found.put_nowait(None)
                 await reporter.step("finding emails")
+            written = True
         finally:
+            # Kept after a failure: the next attempt replays it (writes are idempotent).
+            for journal in (search_journal, email_journal):
+                journal.close(remove=written)
             CONTEXTS.pop(run_key, None)
             for client in (prospeo, hunter, neverbounce):
                 await client.close()
         await store.set_project_status(project_id, ProjectStatus.complete)
-        return await session.complete(contacts_summary(tally, len(plan.targets), ctx.usage()))
+        return await session.complete(
+            contacts_summary(tally, len(plan.targets), ctx.usage(), resumed)
+        )

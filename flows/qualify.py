@@ -19,7 +19,9 @@ from tasks.qualify import CONTEXTS, qualify_chunk_task
 from tasks.runtime import chunked, job_session
 
 
-def qualify_summary(tally: QualifyTally, project_counts: dict[str, int]) -> dict[str, Any]:
+def qualify_summary(
+    tally: QualifyTally, project_counts: dict[str, int], resumed: int = 0
+) -> dict[str, Any]:
     return {
         "qualified": tally.qualified,
         "disqualified": tally.disqualified,
@@ -29,6 +31,8 @@ def qualify_summary(tally: QualifyTally, project_counts: dict[str, int]) -> dict
         "outputTokens": tally.output_tokens,
         "costUsd": round(tally.cost_usd, 6),
         "project": project_counts,
+        # Verdicts taken from the journal of an earlier, killed attempt (not bought again).
+        "resumedVerdicts": resumed,
     }
 
 
@@ -66,7 +70,9 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         if not pending:
             journal.close(remove=True)
             return await session.complete(
-                qualify_summary(QualifyTally(), await store.count_companies(project_id))
+                qualify_summary(
+                    QualifyTally(), await store.count_companies(project_id), len(replayed)
+                )
             )
         reporter.set_total(len(pending))
         await reporter.step(f"qualifying {len(pending)} companies")
@@ -75,6 +81,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
             store.save_qualifications,
             batch_size=settings.write_batch_size,
             interval_s=settings.write_flush_s,
+            max_outage_s=settings.write_max_outage_s,
             logger=session.logger,
         )
         ctx = QualifyContext(
@@ -92,22 +99,19 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         try:
             async with writer, asyncio.TaskGroup() as group:
                 chunks = chunked(pending, settings.max_task_runs, settings.chunk_size)
-                futures = [
-                    group.create_task(
-                        qualify_chunk_task(run_key, chunk, label=f"{i + 1}/{len(chunks)}")
-                    )
-                    for i, chunk in enumerate(chunks)
-                ]
+                for i, chunk in enumerate(chunks):
+                    label = f"{i + 1}/{len(chunks)}"
+                    group.create_task(qualify_chunk_task(run_key, chunk, label=label))
             written = True
         finally:
             # Kept after a failure: the next attempt replays it (writes are idempotent).
             journal.close(remove=written)
             CONTEXTS.pop(run_key, None)
             await qualifier.close()
-        tally = QualifyTally()
-        for future in futures:
-            tally.add(QualifyTally(**future.result()))
+        # The context's tally, not the tasks' results: a retried chunk's result would miss
+        # what its failed attempt answered.
+        tally = ctx.tally
         await store.set_project_status(project_id, ProjectStatus.enriching)
         return await session.complete(
-            qualify_summary(tally, await store.count_companies(project_id))
+            qualify_summary(tally, await store.count_companies(project_id), len(replayed))
         )

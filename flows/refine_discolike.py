@@ -41,6 +41,7 @@ async def refine_discolike(project_id: UUID, job_id: UUID | None = None) -> dict
             inserter(store, count),
             batch_size=settings.write_batch_size,
             interval_s=settings.write_flush_s,
+            max_outage_s=settings.write_max_outage_s,
             logger=session.logger,
         )
         run_key = str(session.job_id)

@@ -86,6 +86,7 @@ async def source_companies(
             insert_counter(store, tally),
             batch_size=settings.write_batch_size,
             interval_s=settings.write_flush_s,
+            max_outage_s=settings.write_max_outage_s,
             logger=session.logger,
         )
         ctx = SourcingContext(

@@ -193,6 +193,13 @@ class Settings(BaseSettings):
     write_batch_size: int = Field(default=100, ge=1, le=1000)
     # Batches fill by size under load; the timer only bounds how stale a slow run's rows get.
     write_flush_s: float = Field(default=5.0, gt=0)
+    # How long results wait in memory for a database that went away before the job fails
+    # (they are journaled too, so a re-dispatch still writes them without paying again).
+    write_max_outage_s: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=AliasChoices("TAM_WRITE_MAX_OUTAGE_S", "write_max_outage_s"),
+    )
     read_page_size: int = Field(default=500, ge=1, le=1000)
     # The frontend polls every few seconds; faster writes would only cost round trips.
     progress_interval_s: float = Field(

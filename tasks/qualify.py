@@ -7,12 +7,12 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import task_run
 from prefect.states import aget_state_exception
 
+from tam.batch_writer import WriterFailed
 from tam.errors import ProviderError, SystemicError
 from tam.failures import root_cause
-from tam.models import Company, QualificationStatus
+from tam.models import Company
 from tam.steps.qualify import QualifyContext, qualify_chunk
 from tam.stores.base import StoreError
 
@@ -28,7 +28,9 @@ async def retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     except Exception:  # noqa: BLE001 - a state without an exception is not worth a retry
         return False
     cause = root_cause(exc)
-    if isinstance(cause, SystemicError):
+    # A writer that already waited out its outage budget stays failed: a retry would only
+    # buy answers it cannot write.
+    if isinstance(cause, SystemicError | WriterFailed):
         return False
     return isinstance(cause, ProviderError | StoreError)
 
@@ -50,19 +52,7 @@ async def qualify_chunk_task(
     """Ask Claude about each company of the chunk, concurrently under the account's limit.
 
     Verdicts are written in batches as they arrive. On a retry, companies that already got
-    an answer are skipped, so no company is sent to Claude twice.
+    an answer in this run are skipped (see `qualify_chunk`), so no company is sent to
+    Claude twice.
     """
-    ctx = CONTEXTS[run_key]
-    if task_run.get_run_count() > 1:
-        await ctx.writer.flush()
-        still = {
-            c.id
-            async for page in ctx.reporter.store.iter_companies(
-                companies[0].project_id,
-                status=QualificationStatus.pending,
-                ids=[c.id for c in companies],
-            )
-            for c in page
-        }
-        companies = [c for c in companies if c.id in still]
-    return asdict(await qualify_chunk(ctx, companies))
+    return asdict(await qualify_chunk(CONTEXTS[run_key], companies))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.prefect_server import LocalPrefectServer, free_port
+from deployments.prefect_server import LocalPrefectServer, drain_prefect_clients, free_port
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="tam-prefect-"))
 _PREFECT_PORT = free_port()
@@ -28,7 +28,7 @@ os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "false"
 # Tests must never read the developer's .env.
 os.environ["TAM_ENV_FILE"] = ""
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.reliability.plugin"]
 
 from tam.settings import get_settings  # noqa: E402
 
@@ -39,6 +39,9 @@ def prefect_server() -> Iterator[LocalPrefectServer]:
     server = LocalPrefectServer(_PREFECT_HOME / "server", port=_PREFECT_PORT, ui=False)
     server.start()
     yield server
+    # Logs and events still queued (a failed run's last lines) go out while the server is
+    # up; otherwise Prefect's workers retry them for about a minute at interpreter exit.
+    drain_prefect_clients()
     server.stop()
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 

@@ -97,6 +97,8 @@ async def test_killed_worker_is_reaped_and_a_rerun_finishes_the_job(
     assert max(paid.values()) <= 2
 
 
+# Part of the reliability suite (make reliability): the reaper case it asks for.
+@pytest.mark.reliability(faults={"stale heartbeat": 1})
 async def test_reaper_never_touches_a_healthy_long_job(
     prefect_server: Any, store: Store
 ) -> None:

@@ -273,7 +273,35 @@ async def test_init_schema_brings_the_original_tables_up_to_date(database: Any) 
     assert {i for _, i, _ in indexes(url)} == {i for _, i, _ in indexes(fresh)}
 
 
+# One row per table, as (table, insert statement, update statement); values are set per test.
+WRITES = {
+    "tam_projects": (
+        "insert into tam_projects (id, name) values (%(new)s, 'Sneaky')",
+        "update tam_projects set name = 'Hijacked'",
+    ),
+    "tam_companies": (
+        "insert into tam_companies (id, project_id, name, domain) "
+        "values (%(new)s, %(project)s, 'Sneaky', 'sneaky.com')",
+        "update tam_companies set qualification_status = 'qualified'",
+    ),
+    "tam_contacts": (
+        "insert into tam_contacts (id, project_id, company_id, linkedin_url) "
+        "values (%(new)s, %(project)s, %(company)s, 'https://www.linkedin.com/in/sneaky')",
+        "update tam_contacts set email = 'attacker@example.com'",
+    ),
+    "tam_job_queue": (
+        "insert into tam_job_queue (id, project_id, job_type) "
+        "values (%(new)s, %(project)s, 'qualify')",
+        "update tam_job_queue set status = 'completed'",
+    ),
+}
+
+
+@pytest.mark.reliability(bad_inputs={"write by a non-service role": 2 * 3 * len(TABLES)})
 async def test_only_the_service_role_writes(database: Any) -> None:
+    """Every table, every kind of write, both roles a browser can hold (anon with the
+    public key, authenticated with a user's token): RLS refuses each; the service role
+    (the pipeline, the Edge Functions) does them all."""
     url = database()
     apply_migrations(url)
     # Supabase grants table privileges to these roles by default; RLS is what restricts them.
@@ -282,25 +310,46 @@ async def test_only_the_service_role_writes(database: Any) -> None:
         "grant usage on schema public to anon, authenticated, service_role; "
         "grant all on all tables in schema public to anon, authenticated, service_role",
     )
-    project_id = uuid4()
-    run_sql(url, "insert into tam_projects (id, name) values (%s, 'P')", (project_id,))
-    insert = "insert into tam_companies (project_id, name, domain) values (%s, %s, %s)"
+    ids = {"project": uuid4(), "company": uuid4(), "contact": uuid4(), "job": uuid4()}
+    run_sql(url, "insert into tam_projects (id, name) values (%s, 'P')", (ids["project"],))
+    run_sql(
+        url,
+        "insert into tam_companies (id, project_id, name, domain) values (%s, %s, 'C', 'c.com')",
+        (ids["company"], ids["project"]),
+    )
+    run_sql(
+        url,
+        "insert into tam_contacts (id, project_id, company_id, linkedin_url) "
+        "values (%s, %s, %s, 'https://www.linkedin.com/in/c')",
+        (ids["contact"], ids["project"], ids["company"]),
+    )
+    run_sql(
+        url,
+        "insert into tam_job_queue (id, project_id, job_type) values (%s, %s, 'qualify')",
+        (ids["job"], ids["project"]),
+    )
+    before = {table: run_sql(url, f"select * from {table} order by id") for table in TABLES}
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(b"set role authenticated")
-        assert conn.execute(b"select count(*) from tam_projects").fetchone() == (1,)
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            conn.execute(insert.encode(), (project_id, "Sneaky", "sneaky.com"))
-        updated = conn.execute(b"update tam_projects set name = 'Hijacked'")
-        assert updated.rowcount == 0
+        for role in ("anon", "authenticated"):
+            conn.execute(f"set role {role}".encode())
+            visible = 1 if role == "authenticated" else 0  # signed-in users read, anon nothing
+            for table, (insert, update) in WRITES.items():
+                count = conn.execute(f"select count(*) from {table}".encode()).fetchone()
+                assert count == (visible,), (role, table)
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level"):
+                    conn.execute(insert.encode(), {**ids, "new": uuid4()})
+                assert conn.execute(update.encode()).rowcount == 0, (role, table)
+                assert conn.execute(f"delete from {table}".encode()).rowcount == 0, (role, table)
+            conn.execute(b"reset role")
+    after = {table: run_sql(url, f"select * from {table} order by id") for table in TABLES}
+    assert after == before, "a non-service role changed a row"
 
-        conn.execute(b"set role anon")
-        assert conn.execute(b"select count(*) from tam_projects").fetchone() == (0,)
-
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(b"set role service_role")
-        conn.execute(insert.encode(), (project_id, "Legit", "legit.com"))
-        conn.execute(b"update tam_projects set status = 'qualifying'")
+        for table, (insert, update) in WRITES.items():
+            conn.execute(insert.encode(), {**ids, "new": uuid4()})
+            assert conn.execute(update.encode()).rowcount == 2, table
+        conn.execute(b"delete from tam_projects")  # cascades to every other table
         conn.execute(b"reset role")
-
-    assert run_sql(url, "select name, status from tam_projects") == [("P", "qualifying")]
-    assert run_sql(url, "select name from tam_companies") == [("Legit",)]
+    assert all(run_sql(url, f"select count(*) from {table}") == [(0,)] for table in TABLES)

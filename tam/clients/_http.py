@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,10 +19,33 @@ from tam.errors import (
     OutOfCredits,
     ProviderError,
     RateLimited,
+    SystemicError,
     Unavailable,
+    register_secret,
+    scrub,
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class ScrubSecrets(logging.Filter):
+    """Rewrites a log record whose text holds a registered key.
+
+    httpx logs every request's full URL at INFO, query string included, and NeverBounce's
+    key travels in the query string: with INFO logging on, the key would be in the logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+# httpx for our clients, httpx2 for the anthropic SDK.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).addFilter(ScrubSecrets())
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -33,10 +58,24 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date; the backoff default is good enough
 
 
+_HTML_START = re.compile(r"^\s*(<!doctype html|<html|<head|<body)", re.I)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_HTML_NOISE = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.I | re.S)
+
+
+def tidy_text(text: str, limit: int = 200) -> str:
+    """One line of an error body for a message; an HTML page becomes its title (a proxy's
+    "502 Bad Gateway", a login page), not its markup."""
+    if _HTML_START.match(text):
+        title = _HTML_TITLE.search(text)
+        text = "HTML page: " + (title.group(1) if title else _HTML_NOISE.sub(" ", text))
+    return " ".join(text.split())[:limit]
+
+
 def body_snippet(response: httpx.Response, limit: int = 200) -> str:
     """A short, single-line excerpt of an error body (HTML pages included)."""
     text = response.text if response.content else ""
-    return " ".join(text.split())[:limit]
+    return tidy_text(text, limit)
 
 
 def map_status(
@@ -59,6 +98,16 @@ def map_status(
     return InvalidRequest(text, **kwargs)
 
 
+def map_status_unknown_path_systemic(provider: str, response: httpx.Response) -> ProviderError:
+    """`map_status`, except that a 404 is a wrong base URL or API path (for APIs that never
+    answer 404 for a missing record): every call would fail alike, so fail the job."""
+    if response.status_code == 404:
+        return SystemicError(
+            f"endpoint not found: {response.request.url.path}", provider=provider, status_code=404
+        )
+    return map_status(provider, response)
+
+
 class ProviderHTTP:
     """An httpx.AsyncClient for one provider, raising the `tam.errors` tree.
 
@@ -75,8 +124,10 @@ class ProviderHTTP:
         timeout: float = 60.0,
         max_connections: int = 50,
         http_client: httpx.AsyncClient | None = None,
+        secret: str | None = None,
     ) -> None:
         self.provider = provider
+        register_secret(secret)
         self._params = dict(params or {})
         self._client = http_client or httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
@@ -108,16 +159,21 @@ class ProviderHTTP:
             merged.extend(params.items())
         elif params:
             merged.extend(params)
+        failure: ProviderError | None = None
         try:
             response = await self._client.request(
                 method, path, params=merged or None, json=json_body, headers=headers
             )
         except httpx.TimeoutException:
-            raise Unavailable("request timed out", provider=self.provider) from None
+            failure = Unavailable("request timed out", provider=self.provider)
         except httpx.TransportError as exc:
-            raise Unavailable(
+            failure = Unavailable(
                 f"connection failed: {type(exc).__name__}", provider=self.provider
-            ) from None
+            )
+        if failure is not None:
+            # NOTE: raised outside the `except`, so the httpx error (whose request URL may
+            # hold a key) does not ride along as this error's __context__.
+            raise failure
         if response.status_code not in ok:
             raise map_status(self.provider, response)
         return response

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import anthropic
-from anthropic.types import MessageParam, ToolChoiceToolParam, ToolParam
+from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
 from pydantic import BaseModel, Field, ValidationError
 
+from tam.clients._http import tidy_text
 from tam.errors import (
     AuthFailed,
     BadResponse,
@@ -17,6 +18,7 @@ from tam.errors import (
     RateLimited,
     SystemicError,
     Unavailable,
+    register_secret,
 )
 from tam.models import Company, IcpProfile, Usage
 from tam.settings import ModelPrice
@@ -112,7 +114,7 @@ def map_sdk_error(exc: anthropic.AnthropicError) -> ProviderError:
         return Unavailable(type(exc).__name__, provider=PROVIDER)
     status = exc.status_code
     kind = getattr(exc, "type", None) or "error"
-    message = f"{kind}: {getattr(exc, 'api_message', None) or exc.message}"
+    message = f"{kind}: {tidy_text(getattr(exc, 'api_message', None) or exc.message)}"
     lowered = message.lower()
     if status == 429:
         return RateLimited(
@@ -152,6 +154,7 @@ class ClaudeQualifier:
         prices: dict[str, ModelPrice] | None = None,
         client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
+        register_secret(api_key)
         self.model = model
         self.max_tokens = max_tokens
         self._prices = prices or {}
@@ -171,6 +174,7 @@ class ClaudeQualifier:
     async def judge(self, company: Company, icp: IcpProfile) -> Judgement:
         messages: list[MessageParam] = [{"role": "user", "content": build_prompt(company, icp)}]
         tool_choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
+        failure: ProviderError | None = None
         try:
             message = await self._client.messages.create(
                 model=self.model,
@@ -181,7 +185,30 @@ class ClaudeQualifier:
                 tool_choice=tool_choice,
             )
         except anthropic.AnthropicError as exc:
-            raise map_sdk_error(exc) from None
+            failure = map_sdk_error(exc)
+        except ValueError:
+            # NOTE: the SDK lets a JSON decode error of a 200 answer (truncated, empty) escape.
+            failure = BadResponse("answer was not valid JSON", provider=PROVIDER)
+        if failure is not None:
+            # NOTE: raised outside the `except`, so the SDK's exception (its message quotes
+            # the provider's body, which may quote the key) is not kept as __context__.
+            raise failure
+        if not isinstance(message, Message):
+            # A 200 that is not JSON (a proxy's login page) comes back as a plain string.
+            raise BadResponse(
+                f"expected a Messages answer, got {tidy_text(str(message), 80)!r}",
+                provider=PROVIDER,
+            )
+        try:
+            return self._judgement(message)
+        except (AttributeError, TypeError, ValidationError) as exc:
+            # The SDK builds answers without validating them: wrong types surface on use.
+            raise BadResponse(
+                f"answer did not match the Messages schema ({type(exc).__name__})",
+                provider=PROVIDER,
+            ) from None
+
+    def _judgement(self, message: Message) -> Judgement:
         usage = Usage(
             provider=PROVIDER,
             input_tokens=message.usage.input_tokens,
@@ -197,7 +224,7 @@ class ClaudeQualifier:
                         f"tool input failed validation: {exc.errors()[0]['msg']}",
                         provider=PROVIDER,
                     ) from None
-                return Judgement(verdict=verdict, usage=usage, model=message.model)
+                return Judgement(verdict=verdict, usage=usage, model=str(message.model))
         raise BadResponse(
             f"no {TOOL_NAME} tool call in the answer (stop_reason={message.stop_reason})",
             provider=PROVIDER,

@@ -176,6 +176,7 @@ class BrightDataClient:
         self._sleep = sleep
         self._clock = clock
         self._http = ProviderHTTP(
+            secret=api_token,
             provider=PROVIDER,
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_token}"},

@@ -150,6 +150,7 @@ class DiscolikeClient:
         self.price_per_record_usd = price_per_record_usd
         self.usage = Usage.zero(PROVIDER)  # every discover call so far
         self._http = ProviderHTTP(
+            secret=api_key,
             provider=PROVIDER,
             base_url=base_url,
             headers={"x-discolike-key": api_key},

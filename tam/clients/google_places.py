@@ -165,6 +165,7 @@ class GooglePlacesClient:
         self.usage = Usage.zero(PROVIDER)
         self._sleep = sleep
         self._http = ProviderHTTP(
+            secret=api_key,
             provider=PROVIDER,
             base_url=base_url,
             headers={"X-Goog-Api-Key": api_key, "X-Goog-FieldMask": field_mask},

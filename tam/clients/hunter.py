@@ -87,6 +87,7 @@ class HunterClient:
     ) -> None:
         # The header keeps the key out of URLs, which end up in logs and tracebacks.
         self._http = ProviderHTTP(
+            secret=api_key,
             provider=PROVIDER,
             base_url=base_url,
             headers={"X-API-KEY": api_key},

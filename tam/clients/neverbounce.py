@@ -13,7 +13,11 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from tam.clients._http import ProviderHTTP, map_status, retry_after_seconds
+from tam.clients._http import (
+    ProviderHTTP,
+    map_status_unknown_path_systemic,
+    retry_after_seconds,
+)
 from tam.errors import (
     AuthFailed,
     BadResponse,
@@ -21,7 +25,6 @@ from tam.errors import (
     OutOfCredits,
     ProviderError,
     RateLimited,
-    SystemicError,
     Unavailable,
 )
 from tam.models import Usage
@@ -69,6 +72,7 @@ class NeverBounceClient:
     ) -> None:
         self._key = api_key
         self._http = ProviderHTTP(
+            secret=api_key,
             provider=PROVIDER,
             base_url=base_url,
             params={"key": api_key},
@@ -99,7 +103,7 @@ class NeverBounceClient:
                 ok=tuple(range(200, 600)),
             )
             if response.status_code != 200:
-                raise _http_error(response)
+                raise map_status_unknown_path_systemic(PROVIDER, response)
             data = self._http.json(response)
             status = self._http.parse(_Status, data)
             if status.status != "success":
@@ -116,15 +120,6 @@ class NeverBounceClient:
             exc.message = exc.message.replace(self._key, "***")
             exc.args = (exc.message,)
         return exc
-
-
-def _http_error(response: httpx.Response) -> ProviderError:
-    if response.status_code == 404:
-        # A wrong base URL or API version path fails every call alike.
-        return SystemicError(
-            f"endpoint not found: {response.request.url.path}", provider=PROVIDER, status_code=404
-        )
-    return map_status(PROVIDER, response)
 
 
 def _api_error(answer: _Status, response: httpx.Response) -> ProviderError:

@@ -14,14 +14,18 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from tam.clients._http import ProviderHTTP, map_status, retry_after_seconds
+from tam.clients._http import (
+    ProviderHTTP,
+    map_status,
+    map_status_unknown_path_systemic,
+    retry_after_seconds,
+)
 from tam.errors import (
     AuthFailed,
     InvalidRequest,
     OutOfCredits,
     ProviderError,
     RateLimited,
-    SystemicError,
     Unavailable,
 )
 from tam.models import Usage
@@ -204,6 +208,7 @@ class ProspeoClient:
         credit_price_usd: float = DEFAULT_CREDIT_PRICE_USD,
     ) -> None:
         self._http = ProviderHTTP(
+            secret=api_key,
             provider=PROVIDER,
             base_url=base_url,
             headers={"X-KEY": api_key, "Content-Type": "application/json"},
@@ -304,9 +309,11 @@ class ProspeoClient:
             try:
                 parsed: Any = response.json()
             except ValueError:
-                raise _status_error(response) from None
-            if not isinstance(parsed, dict) or "error_code" not in parsed:
-                raise _status_error(response)
+                raise map_status_unknown_path_systemic(PROVIDER, response) from None
+            # A non-2xx answer is never data: without Prospeo's own error shape it is
+            # mapped by its status (a proxy's page, another service's error body).
+            if not isinstance(parsed, dict) or parsed.get("error") is not True:
+                raise map_status_unknown_path_systemic(PROVIDER, response)
             data: Any = parsed
         else:
             data = self._http.json(response)
@@ -316,15 +323,6 @@ class ProspeoClient:
                 return None
             raise _code_error(problem, response)
         return data
-
-
-def _status_error(response: httpx.Response) -> ProviderError:
-    if response.status_code == 404:
-        # A wrong base URL or path fails every call alike.
-        return SystemicError(
-            f"endpoint not found: {response.request.url.path}", provider=PROVIDER, status_code=404
-        )
-    return map_status(PROVIDER, response)
 
 
 def _code_error(problem: _ErrorBody, response: httpx.Response) -> ProviderError:

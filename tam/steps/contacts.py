@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from pydantic import BaseModel, Field
+
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
 from tam.clients.hunter import HunterClient
@@ -23,6 +25,7 @@ from tam.clients.neverbounce import NeverBounceClient
 from tam.clients.prospeo import PersonHit, PersonSearchPage, ProspeoClient
 from tam.domains import normalize_domain
 from tam.job_reporter import JobReporter
+from tam.journal import ResultJournal
 from tam.limiters import AccountLimiter
 from tam.models import Company, Contact, ContactUpdate, NewContact, QualificationStatus, Usage
 from tam.steps.email_waterfall import EmailLookup, find_email
@@ -70,6 +73,46 @@ def search_groups(companies: Sequence[Company], size: int) -> list[list[Company]
     return [list(companies[i : i + size]) for i in range(0, len(companies), size)]
 
 
+class SearchedGroup(BaseModel):
+    """A journal record: these companies were searched and these people kept for them."""
+
+    company_ids: list[UUID]
+    contacts: list[NewContact] = Field(default_factory=list)
+
+
+@dataclass
+class Resumed:
+    """What a re-run of a killed job took from its journals instead of buying again."""
+
+    searched: set[UUID] = field(default_factory=set)
+    contacts: int = 0
+    emails: int = 0
+
+
+async def replay_journals(
+    store: Store,
+    searches: ResultJournal[SearchedGroup],
+    emails: ResultJournal[ContactUpdate],
+) -> Resumed:
+    """Write what an earlier, killed attempt of this job paid for but may not have written.
+
+    Searches first: an email update can only name a contact whose row exists. Both writes
+    are idempotent (upsert on the unique key; an update of the same fields).
+    """
+    resumed = Resumed()
+    groups = searches.replay()
+    for group in groups:
+        resumed.searched.update(group.company_ids)
+    people = [contact for group in groups for contact in group.contacts]
+    if people:
+        resumed.contacts = len(await store.upsert_contacts(people))
+    updates = emails.replay()
+    if updates:
+        await store.update_contacts(updates)
+        resumed.emails = len(updates)
+    return resumed
+
+
 @dataclass
 class ContactsTally:
     companies_searched: int = 0
@@ -100,6 +143,13 @@ class ContactsContext:
     update_writer: BatchWriter[ContactUpdate]
     tally: ContactsTally = field(default_factory=ContactsTally)
     done: set[UUID] = field(default_factory=set)  # companies searched, contacts emailed
+    # Paid answers are journaled the moment they arrive, before the batched write, so a
+    # killed worker's re-run never buys them again (see tam.journal).
+    search_journal: ResultJournal[SearchedGroup] | None = None
+    email_journal: ResultJournal[ContactUpdate] | None = None
+    # Each provider's answer per contact in this run, so a retried email task does not
+    # buy Hunter again for a contact whose NeverBounce check failed (see find_email).
+    waterfall_memo: dict[str, tuple[Any, dict[str, Any] | None]] = field(default_factory=dict)
 
     def usage(self) -> list[Usage]:
         return [self.prospeo.usage, self.hunter.usage, self.neverbounce.usage]
@@ -192,6 +242,7 @@ async def search_group(ctx: ContactsContext, group: Sequence[Company]) -> None:
 
     by_domain = {c.domain: c for c in group if c.domain}
     slots = {c.id: ctx.plan.slots.get(c.id, 0) for c in group}
+    kept: list[NewContact] = []
     for n in sorted(pages):  # result order decides who is kept under the cap
         for hit in pages[n].results:
             ctx.tally.people_seen += 1
@@ -203,7 +254,11 @@ async def search_group(ctx: ContactsContext, group: Sequence[Company]) -> None:
                 continue
             slots[company.id] -= 1
             ctx.plan.known_urls.add(url)
-            await ctx.contact_writer.add(_new_contact(ctx, company, hit))
+            kept.append(_new_contact(ctx, company, hit))
+    if ctx.search_journal is not None:
+        ctx.search_journal.append(SearchedGroup(company_ids=[c.id for c in group], contacts=kept))
+    for contact in kept:
+        await ctx.contact_writer.add(contact)
     for company in group:
         ctx.done.add(company.id)
         ctx.plan.slots[company.id] = slots[company.id]
@@ -240,20 +295,22 @@ async def find_email_for(ctx: ContactsContext, contact: Contact) -> None:
         neverbounce=ctx.neverbounce,
         limiters=ctx.limiters,
         max_attempts=ctx.max_attempts,
+        memo=ctx.waterfall_memo,
     )
     raw: dict[str, Any] = {
         **contact.raw_data,
         "email_waterfall": outcome.raw,
         "email_source": outcome.source,
     }
-    await ctx.update_writer.add(
-        ContactUpdate(
-            contact_id=contact.id,
-            email=outcome.email,
-            email_status=outcome.email_status,
-            raw_data=raw,
-        )
+    update = ContactUpdate(
+        contact_id=contact.id,
+        email=outcome.email,
+        email_status=outcome.email_status,
+        raw_data=raw,
     )
+    if ctx.email_journal is not None:
+        ctx.email_journal.append(update)
+    await ctx.update_writer.add(update)
     ctx.done.add(contact.id)
     tally = ctx.tally
     tally.emails_checked += 1

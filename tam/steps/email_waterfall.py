@@ -15,7 +15,7 @@ outlived `max_attempts` (the contact keeps no status, and a re-run tries it agai
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
@@ -82,23 +82,39 @@ async def find_email(
     neverbounce: NeverBounceClient,
     limiters: Mapping[str, AccountLimiter],
     max_attempts: int,
+    memo: MutableMapping[str, tuple[Any, dict[str, Any] | None]] | None = None,
 ) -> EmailOutcome:
-    """Run the waterfall for one contact (see the module docstring for the order)."""
+    """Run the waterfall for one contact (see the module docstring for the order).
+
+    `memo` keeps each provider's answer for this contact across calls: a waterfall cut
+    short (a later provider down, the task retried) resumes where it stopped instead of
+    buying the earlier answers again.
+    """
     first, last = _clean(contact_like.first_name), _clean(contact_like.last_name)
     domain, url = _clean(contact_like.domain), _clean(contact_like.linkedin_url)
     raw: dict[str, Any] = {}
 
     async def call(provider: str, make: Callable[[], Awaitable[T]]) -> T | None:
+        memo_key = f"{provider}|{first}|{last}|{domain}|{url}"
+        if memo is not None and memo_key in memo:
+            answer, known = memo[memo_key]
+            if known is not None:
+                raw[provider] = known
+            return answer  # type: ignore[no-any-return]
         # Prospeo budgets enrich separately from search (5/s vs 1/s on Starter): use an
         # enrich-specific limiter when the caller has one.
         limiter = limiters.get(f"{provider}_enrich") if provider == "prospeo" else None
+        result: T | None = None
+        note: dict[str, Any] | None = None
         try:
-            return await call_with_retries(
+            result = await call_with_retries(
                 make, limiter=limiter or limiters.get(provider), max_attempts=max_attempts
             )
         except (NotFound, InvalidRequest) as exc:
-            raw[provider] = {"error": type(exc).__name__, "message": exc.message}
-            return None
+            note = raw[provider] = {"error": type(exc).__name__, "message": exc.message}
+        if memo is not None:
+            memo[memo_key] = (result, note)
+        return result
 
     if url or (first and last and domain):
         enriched: EnrichedPerson | None = await call(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from uuid import UUID
 
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
@@ -54,6 +55,11 @@ class QualifyContext:
     reporter: JobReporter
     max_attempts: int
     journal: ResultJournal[QualificationResult] | None = None
+    # The run's totals and the companies answered so far, kept across task retries: a
+    # retried chunk skips what an earlier attempt answered (needs-review verdicts too,
+    # which stay `pending` in the database) and its counts are not lost with it.
+    tally: QualifyTally = field(default_factory=QualifyTally)
+    done: set[UUID] = field(default_factory=set)
 
 
 def result_from_judgement(company: Company, judgement: Judgement) -> QualificationResult:
@@ -110,14 +116,17 @@ async def qualify_one(
 
 async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> QualifyTally:
     """Qualify a chunk concurrently; the shared limiter makes it a sliding window across
-    every chunk and run. The first systemic error cancels the rest of the chunk."""
+    every chunk and run. The first systemic error cancels the rest of the chunk.
+
+    Companies this run already answered are skipped (a retried chunk); what an attempt
+    counted is added to `ctx.tally` even when the attempt fails."""
     tally = QualifyTally()
 
     async def one(company: Company) -> None:
         result = await qualify_one(ctx, company, tally)
+        ctx.done.add(company.id)
         if ctx.journal is not None:
             ctx.journal.append(result)  # paid for: never lose it to a crash
-        await ctx.writer.add(result)
         if result.status == QualificationStatus.qualified:
             tally.qualified += 1
         elif result.status == QualificationStatus.disqualified:
@@ -125,8 +134,13 @@ async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> Qu
         else:
             tally.needs_review += 1
         ctx.reporter.advance(1)
+        await ctx.writer.add(result)
 
-    async with asyncio.TaskGroup() as group:
-        for company in companies:
-            group.create_task(one(company))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for company in companies:
+                if company.id not in ctx.done:
+                    group.create_task(one(company))
+    finally:
+        ctx.tally.add(tally)
     return tally

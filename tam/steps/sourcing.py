@@ -23,13 +23,15 @@ from tam.clients.discolike import MAX_SEED_DOMAINS, DiscolikeClient
 from tam.clients.discolike import to_new_company as discolike_company
 from tam.clients.google_places import PAGE_TOKEN_RETRIES, GooglePlacesClient, PlacesPage
 from tam.clients.google_places import to_new_company as places_company
-from tam.errors import InvalidRequest
+from tam.errors import InvalidRequest, JobInputError
 from tam.job_reporter import JobReporter
 from tam.limiters import AccountLimiter
 from tam.models import Company, IcpProfile, NewCompany, Project, Usage
 from tam.stores.base import Store
 
 PLACES_PAGE_SIZE = 20
+MAX_PLACES_QUERIES = 50
+MAX_PLACES_QUERY_CHARS = 500
 
 
 class SourceQuery(BaseModel):
@@ -62,14 +64,29 @@ def icp_text(icp: IcpProfile) -> str | None:
 
 
 def places_queries(project: Project, extra: Sequence[str] | None = None) -> list[str]:
-    """Text queries for Google Places: the ICP's `placesQueries` plus the flow's own."""
+    """Text queries for Google Places: the ICP's `placesQueries` plus the flow's own.
+
+    Each query is a paid search (up to 3 pages), so the list is bounded: more than
+    `MAX_PLACES_QUERIES`, a query longer than `MAX_PLACES_QUERY_CHARS` or one that is not
+    text fails the job naming the field rather than spending on it.
+    """
     raw = (project.icp_profile or {}).get("placesQueries") or []
     values = [*(raw if isinstance(raw, list) else [raw]), *(extra or [])]
     seen: dict[str, None] = {}
-    for value in values:
+    for index, value in enumerate(values):
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise JobInputError(f"placesQueries.{index}: a query must be text")
         text = " ".join(str(value).split())
+        if len(text) > MAX_PLACES_QUERY_CHARS:
+            raise JobInputError(
+                f"placesQueries.{index}: a query is at most {MAX_PLACES_QUERY_CHARS} characters"
+            )
         if text:
             seen.setdefault(text, None)
+    if len(seen) > MAX_PLACES_QUERIES:
+        raise JobInputError(
+            f"placesQueries: at most {MAX_PLACES_QUERIES} queries per run, got {len(seen)}"
+        )
     return list(seen)
 
 
