@@ -81,7 +81,7 @@ def tam_env(
     env = {
         **env_for(emulators),  # type: ignore[arg-type]
         "TAM_DATABASE_URL": sqlite_url,
-        "TAM_DATA_DIR": str(Path(sqlite_url.rsplit("///", 1)[1]).parent / "data"),
+        "TAM_DATA_DIR": str(Path(sqlite_url.split(":///", 1)[1]).parent / "data"),
         "TAM_MAX_ATTEMPTS": "4",
         "ANTHROPIC_API_KEY": "test-key",
     }

@@ -76,6 +76,20 @@ def paid_twice(success_by_item: dict[str, int]) -> dict[str, int]:
     return {k: n for k, n in success_by_item.items() if n > 1}
 
 
+async def settle(control: Any, providers: Iterable[str], timeout: float = 10) -> None:
+    """Wait until no request is in flight at these emulators.
+
+    A hung request the client gave up on still completes on the emulator later, and its
+    success would land in the next test's counters after the reset between tests.
+    """
+    deadline = time.monotonic() + timeout
+    for provider in providers:
+        while (await control.astats(provider, latencies=False))["in_flight"]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{provider} still has requests in flight")
+            await asyncio.sleep(0.1)
+
+
 class FlowWorker:
     """A flow run in a worker process of its own, so a test can SIGKILL it mid-run."""
 

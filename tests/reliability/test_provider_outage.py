@@ -33,6 +33,7 @@ from tests.reliability.helpers import (
     duplicates,
     paid_twice,
     seed_qualified,
+    settle,
     wait_for_job,
 )
 from tests.reliability.plugin import FULL, Tally
@@ -122,6 +123,7 @@ async def test_claude_outage_mid_run_then_back_completes_every_company_once(
     finally:
         outage.end()
     await run
+    await settle(emulator_control, ["anthropic"])
 
     injected = outage.count(tally)
     assert injected > 0
@@ -258,6 +260,7 @@ async def test_a_provider_down_for_the_whole_run_fails_the_job_naming_it(
     started = time.monotonic()
     state = await step_flow(project_id=project_id, job_id=job.id, return_state=True)
     tally.fault(f"provider {kind}")
+    await settle(emulator_control, CASES)
 
     assert state.is_failed(), "a step whose provider never answered must not complete"
     failed = await store.get_job(job.id)
