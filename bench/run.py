@@ -109,40 +109,32 @@ async def seed(
 
 
 def run_worker(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.worker", json.dumps(spec)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("BENCH-RESULT "):
-            result: dict[str, Any] = json.loads(line.removeprefix("BENCH-RESULT "))
-            return result
-    raise RuntimeError(f"worker failed ({done.returncode}): {done.stderr[-2000:]}")
+    return start_workers([(spec, env)])[0]
 
 
 def start_workers(specs: list[tuple[dict[str, Any], dict[str, str]]]) -> list[dict[str, Any]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", json.dumps(spec)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for spec, env in specs
-    ]
+    """Run bench.worker processes at once; each one's log goes to `<work dir>/logs/`."""
+    procs = []
+    for spec, env in specs:
+        log_dir = Path(env["TAM_BENCH_WORK_DIR"]) / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{spec['mode']}-{spec.get('job_id') or spec.get('project_id')}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        procs.append((proc, log))
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=1800)
+    for proc, log in procs:
+        out, _ = proc.communicate(timeout=1800)
         line = next((x for x in reversed(out.splitlines()) if x.startswith("BENCH-RESULT ")), None)
         if line is None:
-            raise RuntimeError(f"worker failed ({proc.returncode}): {err[-2000:]}")
+            raise RuntimeError(f"worker failed ({proc.returncode}); its log: {log}")
         results.append(json.loads(line.removeprefix("BENCH-RESULT ")))
     return results
 
@@ -156,6 +148,21 @@ def latency_sum(ctx: BenchContext) -> float:
     return float(ctx.control.stats("anthropic", latencies=False)["latency_sum_s"])
 
 
+def timeline(stats: dict[str, Any], started: float, ended: float) -> dict[str, Any]:
+    """Where the wall time went, as the emulator saw it: before the first request arrived
+    (flow start-up), after the last answer (writes, job row, flow end), and how full the
+    account's window was in between."""
+    first, last = stats.get("first_begin_at"), stats.get("last_end_at")
+    if first is None or last is None:
+        return {}
+    busy = max(last - first, 1e-9)
+    return {
+        "startup_s": round(first - started, 3),
+        "tail_s": round(ended - last, 3),
+        "mean_in_flight": round(stats["in_flight_seconds"] / busy, 2),
+    }
+
+
 # --- scenarios ------------------------------------------------------------------------------
 def qualify_throughput(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
     """Sliding window vs the old fixed batches, on the same per-company latency draws."""
@@ -167,8 +174,8 @@ def qualify_throughput(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
         {"mode": "flow", "step": "qualify", "project_id": str(project_id), "job_id": str(job_id)},
         ctx.env(url),
     )
-    ideal = latency_sum(ctx) / LIMIT
-    max_in_flight = ctx.control.stats("anthropic", latencies=False)["max_in_flight"]
+    stats = ctx.control.stats("anthropic", latencies=False)
+    ideal = float(stats["latency_sum_s"]) / LIMIT
 
     anthropic(ctx, **knobs)
     base_url = ctx.sqlite_url("qualify_baseline")
@@ -184,10 +191,12 @@ def qualify_throughput(ctx: BenchContext, n: int = 1000) -> dict[str, Any]:
         "ideal_s": ideal,
         "ratio": flow["wall_s"] / ideal,
         "items": n,
-        "max_in_flight": max_in_flight,
+        "max_in_flight": stats["max_in_flight"],
+        **timeline(stats, flow["started"], flow["ended"]),
         "baseline_batch_wall_s": baseline["wall_s"],
         "baseline_batch_ratio": baseline["wall_s"] / base_ideal,
         "db_round_trips": summary.get("dbRoundTrips"),
+        "task_retries": flow["task_retries"],
         "status": flow["status"],
     }
 
@@ -222,6 +231,7 @@ def overhead_10k(ctx: BenchContext, n: int = 10_000) -> dict[str, Any]:
         "emulator_latency_ideal_s": ideal,
         "peak_rss_mb": flow["peak_rss_mb"],
         "task_runs": flow["task_runs"],
+        "task_retries": flow["task_retries"],
         "status": flow["status"],
     }
 
@@ -256,6 +266,8 @@ def two_jobs_one_account(ctx: BenchContext, n: int = 500) -> dict[str, Any]:
         "ratio": wall / ideal,
         "items": 2 * n,
         "max_in_flight": stats["max_in_flight"],
+        **timeline(stats, min(r["started"] for r in results), max(r["ended"] for r in results)),
+        "per_job_start_s": [round(r["started"] - start_at, 2) for r in results],
         "per_job_wall_s": [round(r["wall_s"], 2) for r in results],
         "status": [r["status"] for r in results],
     }
@@ -526,6 +538,7 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
             **prefect.env(),
             "TAM_ENV_FILE": "",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            "TAM_BENCH_WORK_DIR": str(work_dir),
         },
     )
     results: dict[str, dict[str, Any]] = {}

@@ -18,9 +18,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _count_task_runs(flow_run_id: UUID | None) -> int | None:
+async def _count_task_runs(flow_run_id: UUID | None) -> tuple[int | None, int | None]:
+    """(task runs, task retries) of the flow run: a retry costs its delay in wall time."""
     if flow_run_id is None:
-        return None
+        return None, None
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -28,7 +29,7 @@ async def _count_task_runs(flow_run_id: UUID | None) -> int | None:
         runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
         )
-        return len(runs)
+        return len(runs), sum(max(run.run_count - 1, 0) for run in runs)
 
 
 async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +52,7 @@ async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
         job = await store.get_job(UUID(spec["job_id"]))
     finally:
         await store.close()
+    task_runs, task_retries = await _count_task_runs(job.flow_run_id)
     return {
         "started": started,
         "ended": ended,
@@ -58,7 +60,8 @@ async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "summary": summary,
         "status": job.status.value,
-        "task_runs": await _count_task_runs(job.flow_run_id),
+        "task_runs": task_runs,
+        "task_retries": task_retries,
         "samples": samples,
     }
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# NOTE: Prefect imports FastAPI lazily the first time a flow is called (to serialize its
+# parameters), about 0.3 s; importing it with the flows moves that to process start instead
+# of the first job's start-up.
+import fastapi.encoders  # noqa: F401
+
 from flows.build_tam import build_tam
 from flows.check_linkedin import check_linkedin
 from flows.find_contacts import find_contacts

@@ -18,7 +18,7 @@ from tam.steps.linkedin import LinkedinContext, LinkedinTally, windows
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
 from tasks.linkedin import CONTEXTS, check_linkedin_task
-from tasks.runtime import chunked, job_session
+from tasks.runtime import chunked, job_session, quoted
 
 MAX_ERRORS_SHOWN = 5
 
@@ -110,7 +110,7 @@ async def check_linkedin(
                 chunks = chunked(batches, settings.max_task_runs)
                 futures = [
                     group.create_task(
-                        check_linkedin_task(run_key, chunk, label=f"{i + 1}/{len(chunks)}")
+                        check_linkedin_task(run_key, quoted(chunk), label=f"{i + 1}/{len(chunks)}")
                     )
                     for i, chunk in enumerate(chunks)
                 ]

@@ -28,7 +28,7 @@ from tam.steps.contacts import (
 from tasks.contacts import CONTEXTS, find_emails_task, search_people_task
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
-from tasks.runtime import chunked, job_session
+from tasks.runtime import chunked, job_session, quoted
 
 LIMITED = ("prospeo", "prospeo_enrich", "hunter", "neverbounce")
 
@@ -149,7 +149,7 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             n = 0
             while (contacts := await found.get()) is not None:
                 n += 1
-                group.create_task(find_emails_task(run_key, contacts, label=str(n)))
+                group.create_task(find_emails_task(run_key, quoted(contacts), label=str(n)))
 
         session.logger.info(
             "%d qualified companies: searching people at %d (%d open slots); %d earlier "
@@ -171,7 +171,9 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
                         chunks = chunked(groups, settings.max_task_runs)
                         for i, chunk in enumerate(chunks):
                             label = f"{i + 1}/{len(chunks)}"
-                            searches.create_task(search_people_task(run_key, chunk, label=label))
+                            searches.create_task(
+                                search_people_task(run_key, quoted(chunk), label=label)
+                            )
                 finally:
                     feeder.close()
                     found.put_nowait(None)

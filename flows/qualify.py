@@ -16,7 +16,7 @@ from tam.steps.qualify import QualifyContext, QualifyTally
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
 from tasks.qualify import CONTEXTS, qualify_chunk_task
-from tasks.runtime import chunked, job_session
+from tasks.runtime import chunked, job_session, quoted
 
 
 def qualify_summary(
@@ -101,7 +101,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
                 chunks = chunked(pending, settings.max_task_runs, settings.chunk_size)
                 for i, chunk in enumerate(chunks):
                     label = f"{i + 1}/{len(chunks)}"
-                    group.create_task(qualify_chunk_task(run_key, chunk, label=label))
+                    group.create_task(qualify_chunk_task(run_key, quoted(chunk), label=label))
             written = True
         finally:
             # Kept after a failure: the next attempt replays it (writes are idempotent).

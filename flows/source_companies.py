@@ -20,7 +20,7 @@ from tam.steps.sourcing import (
 )
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
-from tasks.runtime import chunked, job_session
+from tasks.runtime import chunked, job_session, quoted
 from tasks.sourcing import CONTEXTS, source_chunk_task
 
 
@@ -112,7 +112,7 @@ async def source_companies(
                 chunks = chunked(queries, settings.max_task_runs)
                 for chunk in chunks:
                     label = chunk[0].label if len(chunk) == 1 else f"{len(chunk)} queries"
-                    group.create_task(source_chunk_task(run_key, chunk, label=label))
+                    group.create_task(source_chunk_task(run_key, quoted(chunk), label=label))
         finally:
             CONTEXTS.pop(run_key, None)
             for client in (discolike, places):

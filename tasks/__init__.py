@@ -1,1 +1,6 @@
-"""Prefect tasks: the units that are retried, limited and shown in the UI."""
+"""Prefect tasks of the pipeline's flows.
+
+No task carries tags: Prefect 3.8 acquires, renews and releases a `tag:<name>` concurrency
+lease over the API for every tagged task run (a serialized round trip each, measured at up to
+2 s of start-up on a busy server). API accounts are limited by `tasks.limits` instead.
+"""

@@ -22,7 +22,6 @@ CONTEXTS: dict[str, ContactsContext] = {}
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_transient,
-    tags=["prospeo"],
 )
 async def search_people_task(
     run_key: str,
@@ -45,7 +44,6 @@ async def search_people_task(
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_transient,
-    tags=["prospeo", "hunter", "neverbounce"],
 )
 async def find_emails_task(
     run_key: str,

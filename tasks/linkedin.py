@@ -24,7 +24,6 @@ CONTEXTS: dict[str, LinkedinContext] = {}
     retries=1,
     retry_delay_seconds=[30],
     retry_condition_fn=retry_transient,
-    tags=["brightdata"],
 )
 async def check_linkedin_task(
     run_key: str,

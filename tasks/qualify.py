@@ -42,7 +42,6 @@ async def retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_transient,
-    tags=["anthropic"],
 )
 async def qualify_chunk_task(
     run_key: str,

@@ -7,7 +7,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from prefect import get_run_logger
@@ -18,6 +18,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 from prefect.runtime import flow_run as current_flow_run
+from prefect.utilities.annotations import quote
 
 from tam.errors import JobInputError
 from tam.failures import describe_failure
@@ -70,6 +71,17 @@ def chunked(items: Sequence[T], max_chunks: int, min_size: int = 1) -> list[list
         return []
     size = max(min_size, math.ceil(len(items) / max_chunks), 1)
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def quoted(items: list[T]) -> list[T]:
+    """A chunk passed to a task without Prefect walking it.
+
+    Prefect visits every parameter of a task run twice (dependency tracking, future
+    resolution): for 100 pydantic models that is ~0.1 s of event-loop time per task run,
+    measured, stalling every call in flight. Chunks never contain futures, so opt out; the
+    task receives the plain list.
+    """
+    return cast(list[T], quote(items))
 
 
 def _current_flow_run_id() -> UUID | None:

@@ -46,7 +46,6 @@ REFINE_RUNS: dict[str, RefineRun] = {}
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_transient,
-    tags=["discolike", "google_places"],
 )
 async def source_chunk_task(
     run_key: str,
@@ -68,7 +67,6 @@ async def source_chunk_task(
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_transient,
-    tags=["discolike"],
 )
 async def refine_discover_task(
     run_key: str,

@@ -125,7 +125,8 @@ def _content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            block.get("text", "") for block in content
+            block.get("text", "")
+            for block in content
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         )
     return ""
@@ -259,8 +260,12 @@ class AnthropicEmulator(ProviderEmulator):
             bad["verdict"] = "maybe"
         if tool is None:
             return {"type": "text", "text": json.dumps(bad)}
-        return {"type": "tool_use", "id": f"toolu_{rng.getrandbits(96):024x}",
-                "name": tool, "input": bad}
+        return {
+            "type": "tool_use",
+            "id": f"toolu_{rng.getrandbits(96):024x}",
+            "name": tool,
+            "input": bad,
+        }
 
 
 def _validated(body: Any, *, need_max_tokens: bool) -> dict[str, Any]:
@@ -268,17 +273,16 @@ def _validated(body: Any, *, need_max_tokens: bool) -> dict[str, Any]:
         raise EmulatedError(400, "There was an error parsing the body: expected a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise EmulatedError(400, "model: Field required")
-    if need_max_tokens and (
-        not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1
-    ):
+    if need_max_tokens and (not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1):
         raise EmulatedError(400, "max_tokens: Field required (a positive integer)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise EmulatedError(400, "messages: Field required (at least one message)")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise EmulatedError(400, f"messages.{index}.role: Input should be 'user' or "
-                                "'assistant'")
+            raise EmulatedError(
+                400, f"messages.{index}.role: Input should be 'user' or 'assistant'"
+            )
     return body
 
 

@@ -162,9 +162,23 @@ class Counters:
             self.success_by_item: dict[str, int] = {}
             self.extra: dict[str, float] = {}
             self.started_at = time.time()
+            # When the first request arrived and the last one was answered, and the time
+            # integral of requests in flight: a benchmark's start-up, tail and utilisation.
+            self.first_begin_at: float | None = None
+            self.last_end_at: float | None = None
+            self.in_flight_seconds = 0.0
+            self._in_flight_since = time.monotonic()
+
+    def _integrate(self) -> None:
+        now = time.monotonic()
+        self.in_flight_seconds += self.in_flight * (now - self._in_flight_since)
+        self._in_flight_since = now
 
     def begin(self, endpoint: str, item_key: str | None) -> None:
         with self._lock:
+            self._integrate()
+            if self.first_begin_at is None:
+                self.first_begin_at = time.time()
             self.calls += 1
             self.calls_by_endpoint[endpoint] = self.calls_by_endpoint.get(endpoint, 0) + 1
             if item_key is not None:
@@ -174,6 +188,8 @@ class Counters:
 
     def end(self, status: int, item_key: str | None) -> None:
         with self._lock:
+            self._integrate()
+            self.last_end_at = time.time()
             self.in_flight -= 1
             self.status_counts[status] = self.status_counts.get(status, 0) + 1
             if status == 429:
@@ -213,6 +229,9 @@ class Counters:
                 "calls_by_item": dict(self.calls_by_item),
                 "success_by_item": dict(self.success_by_item),
                 "uptime_s": time.time() - self.started_at,
+                "first_begin_at": self.first_begin_at,
+                "last_end_at": self.last_end_at,
+                "in_flight_seconds": self.in_flight_seconds,
             }
             if latencies:
                 data["latencies_drawn"] = list(self.latencies_drawn)

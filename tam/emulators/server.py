@@ -130,8 +130,17 @@ class EmulatorServer:
     def _start_subprocess(self) -> None:
         if not self._port:
             self._port = free_port(self.host)
-        args = [sys.executable, "-m", "tam.emulators", "--host", self.host,
-                "--port", str(self._port), "--seed", str(self.world_seed)]
+        args = [
+            sys.executable,
+            "-m",
+            "tam.emulators",
+            "--host",
+            self.host,
+            "--port",
+            str(self._port),
+            "--seed",
+            str(self.world_seed),
+        ]
         if self.config:
             args += ["--config", json.dumps(self.config)]
         if self._requested is not None:
