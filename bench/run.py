@@ -121,7 +121,7 @@ def start_workers(specs: list[tuple[dict[str, Any], dict[str, str]]]) -> list[di
         log = log_dir / f"{spec['mode']}-{spec.get('job_id') or spec.get('project_id')}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker", json.dumps(spec)],
+                [sys.executable, *(["/tmp/prof/wrap_worker.py"] if os.environ.get("BENCH_WRAP") else ["-m", "bench.worker"]), json.dumps(spec)],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -494,6 +494,19 @@ def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
     return server, server.admin_url
 
 
+def _prefect_database(pg_admin_url: str | None) -> str | None:
+    """A fresh database on the private cluster for the bench's Prefect server."""
+    if pg_admin_url is None:
+        return None
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(b'CREATE DATABASE "bench_prefect"')
+    url = make_url(pg_admin_url).set(drivername="postgresql+asyncpg", database="bench_prefect")
+    return url.render_as_string(hide_password=False)
+
+
 def print_table(console: Console, results: dict[str, dict[str, Any]]) -> None:
     table = Table(title="tam bench")
     for col in ("scenario", "wall_s", "ideal_s", "ratio", "figures"):
@@ -522,7 +535,11 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     pg, pg_url = _private_postgres(console)
-    prefect = LocalPrefectServer(work_dir / "prefect", ui=False)
+    # A Prefect server shared by several processes runs on PostgreSQL in production; on
+    # SQLite its write lock turns concurrent lease requests into 2 s client retries.
+    prefect = LocalPrefectServer(
+        work_dir / "prefect", ui=False, database_url=_prefect_database(pg_url)
+    )
     with console.status("Starting Prefect server and emulators..."):
         prefect.start()
         emulators = EmulatorServer(in_process=False).start()

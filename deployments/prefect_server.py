@@ -43,7 +43,13 @@ def drain_prefect_clients(timeout: float = 5.0) -> None:
 
 
 class LocalPrefectServer:
-    """`prefect server start` in a subprocess with its own PREFECT_HOME and SQLite database."""
+    """`prefect server start` in a subprocess with its own PREFECT_HOME.
+
+    Its database is SQLite in PREFECT_HOME unless `database_url` names a PostgreSQL
+    database (`postgresql+asyncpg://...`): under concurrent writers (two flow runs, their
+    events and leases) SQLite's write lock makes the server answer 503 and the client retry
+    2 s later, measured; a server shared by several workers belongs on PostgreSQL.
+    """
 
     def __init__(
         self,
@@ -53,12 +59,14 @@ class LocalPrefectServer:
         host: str = "127.0.0.1",
         ui: bool = True,
         log_file: Path | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.home = home
         self.host = host
         self.port = port or free_port()
         self.ui = ui
         self.log_file = log_file or home / "server.log"
+        self.database_url = database_url
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +92,8 @@ class LocalPrefectServer:
             # NOTE: this server's own client settings must not point at another server.
             "PREFECT_API_URL": self.api_url,
         }
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
         log = self.log_file.open("ab")
         self._proc = subprocess.Popen(
             [

@@ -22,8 +22,9 @@ Policy, per provider account and process (one `PrefectLeaseCapacity` per limiter
 - Fair share: a process refused while callers wait registers demand with a 1-slot lease on
   `tam-demand-<provider>`. Every `fair_share_s` a saturated holder reads it: with W others
   starving it keeps at most max(block, limit // (1 + W)) slots, gives one lease back and
-  stops acquiring for `yield_s` (longer than any poll) so a starving process gets it. A
-  holder alone never gives anything back.
+  stops acquiring for `yield_s` (longer than any poll) so a starving process gets it. It
+  never drops below that share to do so (blocks of 2 under a limit of 10 settle at 6/4), and
+  a holder alone never gives anything back.
 - Requests per interval: `tam-rate-<provider>` in rate-limit mode (limit = requests per
   interval, decay = that / interval_s) sells start tokens, bought a third of the bucket at a
   time (each write drops the fraction of a slot decayed since the last one, so tiny
@@ -420,7 +421,11 @@ class PrefectLeaseCapacity:
         if starving <= 0 or self.held <= fair:
             return
         fits = [lease for lease in self._leases.values() if lease.slots <= self.held - fair]
-        self._draining = _biggest(fits or self._leases.values())
+        if not fits:
+            # Within one lease of the fair share: handing a lease over would only swap who
+            # is above it (6/4 ↔ 4/6 with blocks of 2), idling its slots at every swap.
+            return
+        self._draining = _biggest(fits)
         self._yield_after_drain = True
         self.stats.given_back += 1
         await self._finish_drain(now)
