@@ -121,7 +121,7 @@ def start_workers(specs: list[tuple[dict[str, Any], dict[str, str]]]) -> list[di
         log = log_dir / f"{spec['mode']}-{spec.get('job_id') or spec.get('project_id')}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(
-                [sys.executable, *(["/tmp/prof/wrap_worker.py"] if os.environ.get("BENCH_WRAP") else ["-m", "bench.worker"]), json.dumps(spec)],
+                [sys.executable, "-m", "bench.worker", json.dumps(spec)],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,

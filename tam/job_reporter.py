@@ -59,8 +59,10 @@ class JobReporter:
         self._written_progress = -1
 
     # --- lifecycle -----------------------------------------------------------------------
-    async def start(self, *, flow_run_id: UUID | None, step: str) -> Job:
-        job = await self.store.get_job(self.job_id)
+    async def start(self, *, flow_run_id: UUID | None, step: str, job: Job | None = None) -> Job:
+        """Mark the job running (one UPDATE). `job` is the row as the caller just read it;
+        without it the row is read here."""
+        job = job or await self.store.get_job(self.job_id)
         now = utcnow()
         self.step_text = step
         await self.store.update_job(
@@ -75,10 +77,10 @@ class JobReporter:
                 attempt=job.attempt + 1,
                 done_count=0,
                 total_count=0,
+                # A re-run after a failure must not keep the old error or completion time.
+                clear_result=True,
             ),
         )
-        # A re-run after a failure must not keep the old error or completion time.
-        await self.store.clear_job_result(self.job_id)
         self._last_write = time.monotonic()
         self._pump_task = asyncio.create_task(self._pump())
         return job
@@ -103,9 +105,12 @@ class JobReporter:
         self._dirty = True
 
     async def step(self, text: str) -> None:
+        """Show a new step. Written now unless a write went out within the progress
+        interval (flows announce two or three steps in their first second; the pump writes
+        the latest one at its next tick)."""
         self.step_text = text
         self._dirty = True
-        await self._write_progress(force=True)
+        await self._write_progress(force=False)
 
     @property
     def progress(self) -> int:

@@ -259,6 +259,9 @@ class JobUpdate(BaseModel):
     total_count: int | None = None
     cost_usd: float | None = None
     attempt: int | None = None
+    # Also empty result_summary and completed_at (a new attempt must not show the last
+    # attempt's outcome); the same statement as the rest, so a start is one round trip.
+    clear_result: bool = False
 
 
 class Usage(BaseModel):

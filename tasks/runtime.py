@@ -168,7 +168,7 @@ async def job_session(
             sink=await _progress_sink(job_type, job_id),
             logger=logger,
         )
-        await reporter.start(flow_run_id=flow_run_id, step="starting")
+        await reporter.start(flow_run_id=flow_run_id, step="starting", job=job)
         session = JobSession(
             job_type, project_id, job_id, flow_run_id, settings, store, reporter, logger
         )

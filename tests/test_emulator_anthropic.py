@@ -162,9 +162,7 @@ async def test_out_of_credits(server: EmulatorServer, client):
 
 
 async def test_injected_errors(server: EmulatorServer, client):
-    server.control.configure(
-        "anthropic", error_first_n={429: 1, 529: 1, 500: 1}, retry_after_s=3
-    )
+    server.control.configure("anthropic", error_first_n={429: 1, 529: 1, 500: 1}, retry_after_s=3)
     company = sample_companies(1)[0]
     with pytest.raises(anthropic.RateLimitError) as limited:
         await ask(client, company)

@@ -239,8 +239,19 @@ def test_world_is_deterministic_and_prefix_stable():
     assert companies[:50] == World(7).companies(50)
     assert companies != sample_companies(200, seed=8)
     assert len({c["domain"] for c in companies}) == 200
-    fields = {"domain", "name", "industry", "employee_count", "location", "description",
-              "digital_footprint_score", "linkedin_url", "city", "state", "country"}
+    fields = {
+        "domain",
+        "name",
+        "industry",
+        "employee_count",
+        "location",
+        "description",
+        "digital_footprint_score",
+        "linkedin_url",
+        "city",
+        "state",
+        "country",
+    }
     for company in companies:
         assert fields <= set(company)
         assert 0 <= company["digital_footprint_score"] <= 100
@@ -250,12 +261,17 @@ def test_world_is_deterministic_and_prefix_stable():
 
 def test_demo_icp_qualifies_about_half():
     def prompt(c: dict[str, str]) -> str:
-        lines = [f"Company name: {c['name']}", f"Domain: {c['domain']}",
-                 f"Description: {c['description']}", f"Industry: {c['industry']}",
-                 "Industry keywords: saas, software, fintech"]
+        lines = [
+            f"Company name: {c['name']}",
+            f"Domain: {c['domain']}",
+            f"Description: {c['description']}",
+            f"Industry: {c['industry']}",
+            "Industry keywords: saas, software, fintech",
+        ]
         return "\n".join(lines)
 
-    verdicts = [expected_verdict(prompt(c), seed=7, needs_review_pct=5)
-                for c in sample_companies(200)]
+    verdicts = [
+        expected_verdict(prompt(c), seed=7, needs_review_pct=5) for c in sample_companies(200)
+    ]
     assert 0.4 <= verdicts.count("qualified") / 200 <= 0.6
     assert 0 < verdicts.count("needs_review") < 25

@@ -99,9 +99,7 @@ async def test_killed_worker_is_reaped_and_a_rerun_finishes_the_job(
 
 # Part of the reliability suite (make reliability): the reaper case it asks for.
 @pytest.mark.reliability(faults={"stale heartbeat": 1})
-async def test_reaper_never_touches_a_healthy_long_job(
-    prefect_server: Any, store: Store
-) -> None:
+async def test_reaper_never_touches_a_healthy_long_job(prefect_server: Any, store: Store) -> None:
     project_id, job_id = await seed_project(store, 0)
     started = utcnow() - timedelta(hours=3)  # long, but its heartbeat is fresh
     await store.update_job(
@@ -165,8 +163,9 @@ async def test_cancel_from_prefect_ends_the_job_cancelled(
         await client.set_flow_run_state(run.id, Cancelling(), force=True)
     job = await wait_for(store, job_id, lambda j: j.status.is_final, timeout=60)
     assert job.status == JobStatus.cancelled
-    assert job.result_summary == {"error": "Cancelled by user", "cancelled": True} or (
-        job.result_summary or {}
-    ).get("error") == "Cancelled by user"
+    assert (
+        job.result_summary == {"error": "Cancelled by user", "cancelled": True}
+        or (job.result_summary or {}).get("error") == "Cancelled by user"
+    )
     assert job.flow_run_id == run.id
     assert job.completed_at is not None

@@ -148,8 +148,9 @@ async def test_bad_key_fails_fast_naming_the_cause(
     # Fail fast: the first wave of calls, not one per company.
     assert emulator_control.stats("anthropic", latencies=False)["calls"] <= 20
     companies = await all_companies(store, project_id)
-    assert all(c.qualification_status == "pending" and c.qualification_reason is None
-               for c in companies), "no company may be marked because of a bad key"
+    assert all(
+        c.qualification_status == "pending" and c.qualification_reason is None for c in companies
+    ), "no company may be marked because of a bad key"
 
 
 async def test_sliding_window_beats_fixed_batches(
@@ -159,13 +160,17 @@ async def test_sliding_window_beats_fixed_batches(
     the run finishes well under what fixed batches of 10 need for the same latencies."""
     median, sigma = 0.2, 0.8
     emulator_control.configure(
-        "anthropic", latency_median_s=median, latency_sigma=sigma, latency_mode="per_item",
+        "anthropic",
+        latency_median_s=median,
+        latency_sigma=sigma,
+        latency_mode="per_item",
         needs_review_pct=0,
     )
     project_id, job_id = await seed_project(store, 300)
     companies = await all_companies(store, project_id)
-    latencies = [latency_for_key(c.domain or "", seed=7, median=median, sigma=sigma)
-                 for c in companies]
+    latencies = [
+        latency_for_key(c.domain or "", seed=7, median=median, sigma=sigma) for c in companies
+    ]
     fixed_batches = sum(max(latencies[i : i + 10]) for i in range(0, len(latencies), 10))
     ideal = sum(latencies) / 10
 

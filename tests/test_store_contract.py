@@ -471,6 +471,14 @@ async def test_jobs_create_update_compare_and_set(store: Store) -> None:
     await store.clear_job_result(job.id)
     cleared = await store.get_job(job.id)
     assert cleared.result_summary is None and cleared.completed_at is None
+    # The same through update_job, in the statement that starts a new attempt.
+    await store.update_job(
+        job.id, JobUpdate(result_summary={"x": 1}, completed_at=datetime.now(UTC))
+    )
+    assert await store.update_job(job.id, JobUpdate(progress=0, clear_result=True))
+    restarted = await store.get_job(job.id)
+    assert restarted.result_summary is None and restarted.completed_at is None
+    assert restarted.current_step == "Qualifying 10/150"
     assert await store.update_job(given, JobUpdate(status=JobStatus.cancelled))
     assert not await store.update_job(uuid4(), JobUpdate(status=JobStatus.failed))
     assert not await store.update_job(job.id, JobUpdate())
@@ -521,6 +529,30 @@ async def test_round_trips_grow_with_batches_not_rows(store: Store) -> None:
     )
     # 3 pages to read 1,000 rows, then 2 statements and one commit for the 1,000 updates.
     assert store.round_trips - before <= 3 * 2 + 4
+
+    contacts = await store.upsert_contacts(
+        [
+            NewContact(
+                company_id=c.id,
+                project_id=project.id,
+                linkedin_url=f"https://www.linkedin.com/in/p{n}",
+            )
+            for n, c in enumerate(flat(await collect(store.iter_companies(project.id)))[:200])
+        ]
+    )
+    before = store.round_trips
+    # Updates setting different fields (found, not found, LinkedIn) still share one statement.
+    await store.update_contacts(
+        [
+            ContactUpdate(contact_id=c.id, email=f"p{n}@x.com", email_status="verified")
+            if n % 3 == 0
+            else ContactUpdate(contact_id=c.id, email_status="not_found")
+            if n % 3 == 1
+            else ContactUpdate(contact_id=c.id, linkedin_active=True)
+            for n, c in enumerate(contacts)
+        ]
+    )
+    assert store.round_trips - before <= 2  # one statement and its commit
 
 
 async def test_a_refused_statement_is_a_store_error(store: Store) -> None:

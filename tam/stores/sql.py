@@ -299,21 +299,24 @@ class SqlStore:
         return _new_rows(Contact, rows, await self._write_chunks(sql.upsert_contacts, rows))
 
     async def update_contacts(self, updates: Sequence[ContactUpdate]) -> None:
-        """Set the fields that are not None (None never clears a stored value)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for update in updates:
-            values = update.model_dump(exclude_none=True, exclude={"contact_id"})
-            if not values:
-                continue
-            names = tuple(sorted(values))
-            params = {f"b_{name}": plain(value) for name, value in values.items()}
-            groups.setdefault(names, []).append({"b_contact_id": update.contact_id, **params})
-        steps: list[_Step] = []
-        for names, params_list in groups.items():
-            statement = sql.update_contact_fields(names)
-            steps.extend((statement, chunk) for chunk in _lists(params_list, self._chunk))
-        if steps:
-            await self._execute(steps)
+        """Set the fields that are not None (None never clears a stored value).
+
+        One statement for the whole batch, whichever fields each update sets: a field an
+        update leaves out is bound as NULL and kept by COALESCE."""
+        rows = [
+            (update.contact_id, update.model_dump(exclude_none=True, exclude={"contact_id"}))
+            for update in updates
+        ]
+        rows = [(contact_id, values) for contact_id, values in rows if values]
+        if not rows:
+            return
+        names = sorted({name for _, values in rows for name in values})
+        params_list = [
+            {"b_contact_id": contact_id} | {f"b_{name}": plain(values.get(name)) for name in names}
+            for contact_id, values in rows
+        ]
+        statement = sql.update_contact_fields(names)
+        await self._execute([(statement, chunk) for chunk in _lists(params_list, self._chunk)])
 
     async def iter_contacts(
         self,
@@ -376,7 +379,12 @@ class SqlStore:
     async def update_job(
         self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
     ) -> bool:
-        values = {k: plain(v) for k, v in update.model_dump(exclude_none=True).items()}
+        values = {
+            k: plain(v)
+            for k, v in update.model_dump(exclude_none=True, exclude={"clear_result"}).items()
+        }
+        if update.clear_result:
+            values.update(result_summary=None, completed_at=None)
         if not values:
             return False
         statement = sa.update(jobs).where(jobs.c.id == job_id).values(values)

@@ -97,11 +97,18 @@ def save_qualification(dialect: str) -> sa.Executable:
 
 
 def update_contact_fields(names: Sequence[str]) -> sa.Executable:
-    """An UPDATE for executemany with b_contact_id and b_<name> for each field name."""
+    """An UPDATE for executemany with b_contact_id and b_<name> for each field name; a NULL
+    b_<name> keeps the stored value."""
+    c = contacts.c
     return (
         sa.update(contacts)
-        .where(contacts.c.id == sa.bindparam("b_contact_id", type_=sa.Uuid))
-        .values({name: sa.bindparam(f"b_{name}") for name in names})
+        .where(c.id == sa.bindparam("b_contact_id", type_=sa.Uuid))
+        .values(
+            {
+                name: sa.func.coalesce(sa.bindparam(f"b_{name}", type_=c[name].type), c[name])
+                for name in names
+            }
+        )
     )
 
 

@@ -303,7 +303,9 @@ class SupabaseRestStore(PostgrestTables):
     async def update_job(
         self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
     ) -> bool:
-        values = update.model_dump(mode="json", exclude_none=True)
+        values = update.model_dump(mode="json", exclude_none=True, exclude={"clear_result"})
+        if update.clear_result:
+            values.update(result_summary=None, completed_at=None)
         if not values:
             return False
         query = self.table(JOBS).update(values).eq("id", str(job_id))

@@ -213,9 +213,7 @@ class HostileProvider:
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn_config(self.app(), "127.0.0.1", self.port))
         self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20
         while not server.started:

@@ -96,10 +96,7 @@ class FlowWorker:
     def __init__(self, flow: str, **params: Any) -> None:
         module, name = flow.rsplit(".", 1)
         args = ", ".join(f"{k}=uuid.UUID('{v}')" for k, v in params.items())
-        code = (
-            f"import asyncio, uuid; from {module} import {name}; "
-            f"asyncio.run({name}({args}))"
-        )
+        code = f"import asyncio, uuid; from {module} import {name}; asyncio.run({name}({args}))"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
             cwd=ROOT,

@@ -116,14 +116,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write = terminalreporter.write_line
     terminalreporter.section(f"reliability ({data['mode']})")
     write(f"{data['passed']} passed, {data['failed']} failed")
-    write(
-        f"faults injected: {data['faultsInjected']} "
-        + _breakdown(data["faultsByKind"])
-    )
-    write(
-        f"bad inputs tried: {data['badInputsTried']} "
-        + _breakdown(data["badInputsByKind"])
-    )
+    write(f"faults injected: {data['faultsInjected']} " + _breakdown(data["faultsByKind"]))
+    write(f"bad inputs tried: {data['badInputsTried']} " + _breakdown(data["badInputsByKind"]))
     write(
         f"items checked: {data['itemsChecked']}, items lost: {data['itemsLost']}, "
         f"duplicates: {data['duplicates']}"

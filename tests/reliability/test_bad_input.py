@@ -82,8 +82,9 @@ JSON_LEAVES = st.one_of(
 )
 JSON = st.recursive(
     JSON_LEAVES,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 FIELD_VALUES = st.one_of(
@@ -190,15 +191,24 @@ FLOW_ICPS: list[tuple[str, str, Any, str | None]] = [
     ("job_type", "what", "icp", "field"), FLOW_ICPS, ids=[f"{t}: {w}" for t, w, _, _ in FLOW_ICPS]
 )
 async def test_bad_icp_through_the_flow_ends_the_job_final(
-    prefect_server: Any, store: Store, emulator_control: Any, tally: Tally,
-    tam_env: dict[str, str], job_type: str, what: str, icp: Any, field: str | None,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    tally: Tally,
+    tam_env: dict[str, str],
+    job_type: str,
+    what: str,
+    icp: Any,
+    field: str | None,
 ) -> None:
     project_id = uuid4()
     await store.create_project(Project(id=project_id, name=what, icp_profile={}))
     status = "pending" if job_type == "qualify" else "qualified"
     await store.upsert_companies(
-        [NewCompany(project_id=project_id, qualification_status=status, **c)
-         for c in sample_companies(8)]
+        [
+            NewCompany(project_id=project_id, qualification_status=status, **c)
+            for c in sample_companies(8)
+        ]
     )
     # Written as the app would store it, whatever its shape.
     set_icp(tam_env["TAM_DATABASE_URL"], project_id, json.dumps(icp))
@@ -233,8 +243,12 @@ def set_icp(database_url: str, project_id: Any, stored: str) -> None:
 @pytest.mark.prefect
 @pytest.mark.parametrize("stored", ["[1, 2]", '"saas"', "42"], ids=["array", "string", "number"])
 async def test_icp_that_is_not_an_object_fails_naming_it(
-    prefect_server: Any, store: Store, emulator_control: Any, tally: Tally,
-    tam_env: dict[str, str], stored: str,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    tally: Tally,
+    tam_env: dict[str, str],
+    stored: str,
 ) -> None:
     project_id = uuid4()
     await store.create_project(Project(id=project_id, name="odd", icp_profile={}))
@@ -269,8 +283,9 @@ async def test_prompt_injection_in_company_data_changes_no_verdict(
     icp = {"industryKeywords": ["saas"], "geography": "us_only"}
     await store.create_project(Project(id=project_id, name="injection", icp_profile=icp))
     outside = [
-        c for c in sample_companies(200) if "saas" not in f"{c['name']} {c['description']} "
-        f"{c['industry']}".lower()
+        c
+        for c in sample_companies(200)
+        if "saas" not in f"{c['name']} {c['description']} {c['industry']}".lower()
     ][: len(INJECTIONS) * 2]
     rows = []
     for i, company in enumerate(outside):
@@ -303,8 +318,15 @@ GARBAGE_CASES = [
 @pytest.mark.prefect
 @pytest.mark.parametrize(("provider", "kind"), GARBAGE_CASES)
 async def test_garbage_provider_answers_end_the_job_final_naming_the_provider(
-    prefect_server: Any, store: Store, emulator_control: Any, monkeypatch: pytest.MonkeyPatch,
-    quick_task_retries: None, roomy_limits: None, tally: Tally, provider: str, kind: str,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    quick_task_retries: None,
+    roomy_limits: None,
+    tally: Tally,
+    provider: str,
+    kind: str,
 ) -> None:
     job_type, step_flow, _ = CASES[provider]
     monkeypatch.setenv("TAM_MAX_ATTEMPTS", "2")

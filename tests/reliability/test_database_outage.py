@@ -82,8 +82,12 @@ def writes_failed(caplog: pytest.LogCaptureFixture) -> bool:
 
 
 async def test_short_database_outage_mid_run_loses_and_duplicates_nothing(
-    prefect_server: Any, pg_server: PgServer, pg_store: Store, emulator_control: Any,
-    tally: Tally, caplog: pytest.LogCaptureFixture,
+    prefect_server: Any,
+    pg_server: PgServer,
+    pg_store: Store,
+    emulator_control: Any,
+    tally: Tally,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     n = 300 if FULL else 150
     emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
@@ -112,8 +116,13 @@ async def test_short_database_outage_mid_run_loses_and_duplicates_nothing(
 
 
 async def test_database_gone_longer_than_the_writer_waits_fails_cleanly_then_resumes(
-    prefect_server: Any, pg_server: PgServer, pg_store: Store, emulator_control: Any,
-    monkeypatch: pytest.MonkeyPatch, tally: Tally, caplog: pytest.LogCaptureFixture,
+    prefect_server: Any,
+    pg_server: PgServer,
+    pg_store: Store,
+    emulator_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tally: Tally,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("TAM_WRITE_MAX_OUTAGE_S", "2")
     get_settings.cache_clear()

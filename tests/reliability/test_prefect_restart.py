@@ -31,8 +31,11 @@ _STATUS_OF = {"qualified": "qualified", "disqualified": "disqualified", "needs_r
 
 
 async def test_prefect_server_restart_mid_run_ends_run_and_job_correctly(
-    prefect_server: LocalPrefectServer, store: Store, emulator_control: Any,
-    fast_heartbeat: None, tally: Tally,
+    prefect_server: LocalPrefectServer,
+    store: Store,
+    emulator_control: Any,
+    fast_heartbeat: None,
+    tally: Tally,
 ) -> None:
     n = 600 if FULL else 300
     # ~12 s of work at 10 in flight (24 s in full mode): longer than a restart takes.

@@ -105,8 +105,13 @@ def check_qualified_as_predicted(companies: list[Any]) -> list[str]:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_claude_outage_mid_run_then_back_completes_every_company_once(
-    prefect_server: Any, store: Store, emulator_control: Any, anthropic_proxy: TcpProxy,
-    quick_task_retries: None, tally: Tally, kind: str,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    anthropic_proxy: TcpProxy,
+    quick_task_retries: None,
+    tally: Tally,
+    kind: str,
 ) -> None:
     n = 200 if FULL else 100
     # ~4 s of work at 10 in flight: the outage starts a quarter of the way in.
@@ -148,8 +153,12 @@ async def test_claude_outage_mid_run_then_back_completes_every_company_once(
 
 
 async def test_claude_down_for_good_fails_clearly_and_a_rerun_finishes(
-    prefect_server: Any, store: Store, emulator_control: Any, anthropic_proxy: TcpProxy,
-    quick_task_retries: None, tally: Tally,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    anthropic_proxy: TcpProxy,
+    quick_task_retries: None,
+    tally: Tally,
 ) -> None:
     n = 80
     emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
@@ -192,8 +201,12 @@ async def test_claude_down_for_good_fails_clearly_and_a_rerun_finishes(
 
 
 async def test_hunter_outage_mid_waterfall_then_back_gives_every_contact_its_verdict(
-    prefect_server: Any, store: Store, emulator_control: Any, quick_task_retries: None,
-    fast_heartbeat: None, tally: Tally,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    quick_task_retries: None,
+    fast_heartbeat: None,
+    tally: Tally,
 ) -> None:
     n = 60 if FULL else 30
     for provider in ("prospeo", "hunter", "neverbounce"):
@@ -240,8 +253,15 @@ PERMANENT = [
 
 @pytest.mark.parametrize(("provider", "kind"), PERMANENT)
 async def test_a_provider_down_for_the_whole_run_fails_the_job_naming_it(
-    prefect_server: Any, store: Store, emulator_control: Any, monkeypatch: pytest.MonkeyPatch,
-    quick_task_retries: None, roomy_limits: None, tally: Tally, provider: str, kind: str,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    quick_task_retries: None,
+    roomy_limits: None,
+    tally: Tally,
+    provider: str,
+    kind: str,
 ) -> None:
     job_type, step_flow, _ = CASES[provider]
     monkeypatch.setenv("TAM_MAX_ATTEMPTS", "2")

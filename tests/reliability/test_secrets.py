@@ -152,18 +152,23 @@ async def database_rows(store: Store, project_ids: list[UUID], job_ids: list[UUI
     for project_id in project_ids:
         parts += [c.model_dump_json() for c in await all_companies(store, project_id)]
         parts += [
-            c.model_dump_json()
-            async for page in store.iter_contacts(project_id)
-            for c in page
+            c.model_dump_json() async for page in store.iter_contacts(project_id) for c in page
         ]
     parts += [(await store.get_job(job_id)).model_dump_json() for job_id in job_ids]
     return "\n".join(parts)
 
 
 async def test_no_key_appears_anywhere_a_run_leaves_a_trace(
-    prefect_server: Any, store: Store, emulator_control: Any, distinctive_keys: dict[str, str],
-    hostile: HostileProvider, monkeypatch: pytest.MonkeyPatch, tam_env: dict[str, str],
-    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], tally: Any,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    distinctive_keys: dict[str, str],
+    hostile: HostileProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    tam_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    tally: Any,
 ) -> None:
     # Every logger at INFO: what a worker run with verbose logging would print.
     caplog.set_level(logging.INFO)

@@ -58,8 +58,12 @@ async def kill_and_reap(store: Store, worker: FlowWorker, job_id: Any, tally: Ta
 
 
 async def test_qualify_killed_mid_run_resumes_without_paying_twice(
-    prefect_server: Any, store: Store, emulator_control: Any, fast_heartbeat: None,
-    tally: Tally, full: bool,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    fast_heartbeat: None,
+    tally: Tally,
+    full: bool,
 ) -> None:
     n = 400 if full else 120
     emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
@@ -125,8 +129,12 @@ def email_stats(control: Any) -> dict[str, dict[str, int]]:
 
 
 async def test_find_contacts_killed_mid_emails_resumes_without_buying_twice(
-    prefect_server: Any, store: Store, emulator_control: Any, fast_heartbeat: None,
-    tally: Tally, full: bool,
+    prefect_server: Any,
+    store: Store,
+    emulator_control: Any,
+    fast_heartbeat: None,
+    tally: Tally,
+    full: bool,
 ) -> None:
     n = 120 if full else 40
     for provider in ("prospeo", "hunter", "neverbounce"):
