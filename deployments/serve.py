@@ -7,6 +7,7 @@ UI's Cancel and Retry work as they do under a worker.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 DEPLOYMENT_NAME = "tam"
@@ -30,6 +31,9 @@ def runner_deployments(only: list[str] | None = None) -> list[Any]:
 def serve(only: list[str] | None = None, limit: int | None = None) -> None:
     from prefect import serve as prefect_serve
 
+    # Each served run is its own process: only leased budgets hold across them (an explicit
+    # TAM_LIMITER_BACKEND wins). The runs inherit this environment.
+    os.environ.setdefault("TAM_LIMITER_BACKEND", "prefect")
     prefect_serve(*runner_deployments(only), limit=limit)
 
 

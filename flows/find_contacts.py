@@ -18,8 +18,10 @@ from tam.steps.contacts import (
     ChunkFeeder,
     ContactsContext,
     ContactsTally,
+    HunterFind,
     Resumed,
     SearchedGroup,
+    WaterfallMemo,
     contact_inserter,
     plan_contacts,
     replay_journals,
@@ -77,8 +79,12 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
         email_journal = ResultJournal(
             journal_dir, session.job_id, "find_contacts-emails", ContactUpdate
         )
+        finds_journal = ResultJournal(
+            journal_dir, session.job_id, "find_contacts-hunter", HunterFind
+        )
+        journals = (search_journal, email_journal, finds_journal)
         # What an earlier, killed attempt of this job paid for but had not written yet.
-        resumed = await replay_journals(store, search_journal, email_journal)
+        resumed = await replay_journals(store, search_journal, email_journal, finds_journal)
         if resumed.searched or resumed.emails:
             session.logger.info(
                 "Resuming: %d companies already searched, %d emails already found",
@@ -96,7 +102,7 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             plan.slots[company_id] = 0  # searched by the killed attempt: its pages are paid
         to_search = plan.to_search
         if not to_search and not plan.needing_email:
-            for journal in (search_journal, email_journal):
+            for journal in journals:
                 journal.close(remove=True)
             await store.set_project_status(project_id, ProjectStatus.complete)
             return await session.complete(
@@ -141,7 +147,9 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             tally=tally,
             search_journal=search_journal,
             email_journal=email_journal,
+            waterfall_memo=WaterfallMemo(finds_journal),
         )
+        ctx.waterfall_memo.update(resumed.hunter_finds)
         run_key = str(session.job_id)
         CONTEXTS[run_key] = ctx
 
@@ -181,7 +189,7 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             written = True
         finally:
             # Kept after a failure: the next attempt replays it (writes are idempotent).
-            for journal in (search_journal, email_journal):
+            for journal in journals:
                 journal.close(remove=written)
             CONTEXTS.pop(run_key, None)
             for client in (prospeo, hunter, neverbounce):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
-from tam.clients.hunter import HunterClient
+from tam.clients.hunter import HunterClient, HunterEmail
 from tam.clients.neverbounce import NeverBounceClient
 from tam.clients.prospeo import PersonHit, PersonSearchPage, ProspeoClient
 from tam.domains import normalize_domain
@@ -80,6 +80,33 @@ class SearchedGroup(BaseModel):
     contacts: list[NewContact] = Field(default_factory=list)
 
 
+class HunterFind(BaseModel):
+    """A journal record: Hunter's paid find for one waterfall lookup (see `WaterfallMemo`)."""
+
+    key: str
+    found: HunterEmail
+
+
+Memo = dict[str, tuple[Any, dict[str, Any] | None]]
+
+
+class WaterfallMemo(Memo):
+    """The waterfall's per-lookup answers (see `find_email`), Hunter's finds journaled.
+
+    A contact's outcome is journaled when its waterfall ends; a worker killed while
+    NeverBounce checks an address Hunter found would otherwise buy that find again.
+    """
+
+    def __init__(self, journal: ResultJournal[HunterFind] | None = None) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def __setitem__(self, key: str, value: tuple[Any, dict[str, Any] | None]) -> None:
+        super().__setitem__(key, value)
+        if self._journal is not None and isinstance(value[0], HunterEmail):
+            self._journal.append(HunterFind(key=key, found=value[0]))
+
+
 @dataclass
 class Resumed:
     """What a re-run of a killed job took from its journals instead of buying again."""
@@ -87,19 +114,25 @@ class Resumed:
     searched: set[UUID] = field(default_factory=set)
     contacts: int = 0
     emails: int = 0
+    hunter_finds: Memo = field(default_factory=dict)
 
 
 async def replay_journals(
     store: Store,
     searches: ResultJournal[SearchedGroup],
     emails: ResultJournal[ContactUpdate],
+    finds: ResultJournal[HunterFind] | None = None,
 ) -> Resumed:
     """Write what an earlier, killed attempt of this job paid for but may not have written.
 
     Searches first: an email update can only name a contact whose row exists. Both writes
-    are idempotent (upsert on the unique key; an update of the same fields).
+    are idempotent (upsert on the unique key; an update of the same fields). Hunter's finds
+    come back as waterfall answers, so a contact whose waterfall was cut short after them
+    resumes at NeverBounce.
     """
     resumed = Resumed()
+    if finds is not None:
+        resumed.hunter_finds = {find.key: (find.found, None) for find in finds.replay()}
     groups = searches.replay()
     for group in groups:
         resumed.searched.update(group.company_ids)
@@ -149,7 +182,7 @@ class ContactsContext:
     email_journal: ResultJournal[ContactUpdate] | None = None
     # Each provider's answer per contact in this run, so a retried email task does not
     # buy Hunter again for a contact whose NeverBounce check failed (see find_email).
-    waterfall_memo: dict[str, tuple[Any, dict[str, Any] | None]] = field(default_factory=dict)
+    waterfall_memo: Memo = field(default_factory=dict)
 
     def usage(self) -> list[Usage]:
         return [self.prospeo.usage, self.hunter.usage, self.neverbounce.usage]

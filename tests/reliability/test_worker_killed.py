@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -19,10 +20,16 @@ from flows.find_contacts import find_contacts
 from flows.qualify import qualify_companies
 from flows.reaper import reap_stale_jobs
 from tam.clients.anthropic import build_prompt
+from tam.clients.factory import hunter_client, neverbounce_client, prospeo_client
+from tam.emulators import sample_companies
 from tam.emulators.anthropic import expected_verdict
 from tam.emulators.prospeo import location_matches
-from tam.models import NEEDS_REVIEW_PREFIX, IcpProfile, JobStatus
+from tam.errors import Unavailable
+from tam.journal import ResultJournal
+from tam.models import NEEDS_REVIEW_PREFIX, ContactUpdate, IcpProfile, JobStatus
 from tam.settings import get_settings
+from tam.steps.contacts import HunterFind, SearchedGroup, WaterfallMemo, replay_journals
+from tam.steps.email_waterfall import EmailLookup, find_email
 from tam.stores.base import Store
 from tests.helpers.seed import ICP, seed_project
 from tests.reliability.helpers import (
@@ -184,12 +191,65 @@ async def test_find_contacts_killed_mid_emails_resumes_without_buying_twice(
     assert summary["resumedEmails"] > 0
     assert summary["emailsChecked"] + summary["resumedEmails"] >= len(expected)
     # Only lookups in flight at the kill may repeat: each provider's in-flight limit. A
-    # contact's answers are journaled when its waterfall ends, so a contact killed while
-    # NeverBounce verified its Hunter find re-buys that Hunter lookup too (known gap: the
-    # waterfall's intermediate answers are not journaled yet).
+    # Hunter find whose NeverBounce check was cut short is journaled too (WaterfallMemo),
+    # so the re-run resumes that contact at NeverBounce instead of buying Hunter again.
     settings = get_settings()
     for name, items in twice.items():
-        bound = settings.limit_for(name).max_in_flight
-        if name == "hunter":
-            bound += settings.limit_for("neverbounce").max_in_flight
-        assert len(items) <= bound, (name, items)
+        assert len(items) <= settings.limit_for(name).max_in_flight, (name, items)
+
+
+async def test_a_hunter_find_cut_short_before_neverbounce_is_not_bought_again(
+    store: Store, emulator_control: Any, tmp_path: Any, tally: Tally
+) -> None:
+    """The window the kill above hits only by chance, made certain: Hunter has answered,
+    the worker dies before NeverBounce does. The re-run resumes at NeverBounce."""
+    domain, person = next(
+        (c["domain"], p)
+        for c in sample_companies(100)
+        for p in WORLD.people(c["domain"])
+        if WORLD.email_outcome(c["domain"], p) == "hunter_catchall"
+    )
+    lookup = EmailLookup(
+        first_name=person["first_name"], last_name=person["last_name"], domain=domain
+    )
+    settings = get_settings()
+    clients = {
+        "prospeo": prospeo_client(settings),
+        "hunter": hunter_client(settings),
+        "neverbounce": neverbounce_client(settings),
+    }
+    job_id = uuid4()
+
+    def journals() -> tuple[Any, Any, Any]:
+        return (
+            ResultJournal(tmp_path, job_id, "find_contacts-search", SearchedGroup),
+            ResultJournal(tmp_path, job_id, "find_contacts-emails", ContactUpdate),
+            ResultJournal(tmp_path, job_id, "find_contacts-hunter", HunterFind),
+        )
+
+    try:
+        first = journals()
+        emulator_control.configure("neverbounce", error_rates={503: 1.0}, retry_after_s=0)
+        tally.fault("worker stopped between Hunter and NeverBounce")
+        with pytest.raises(Unavailable):
+            await find_email(
+                lookup, **clients, limiters={}, max_attempts=1, memo=WaterfallMemo(first[2])
+            )
+        for journal in first:
+            journal.close(remove=False)  # what a killed worker leaves behind
+        emulator_control.configure("neverbounce", error_rates={})
+        hunter_before = emulator_control.stats("hunter", latencies=False)["success_by_item"]
+
+        resumed = await replay_journals(store, *journals())
+        memo = WaterfallMemo()
+        memo.update(resumed.hunter_finds)
+        outcome = await find_email(lookup, **clients, limiters={}, max_attempts=1, memo=memo)
+    finally:
+        for client in clients.values():
+            await client.close()
+
+    assert (outcome.email_status, outcome.source) == WORLD.expected_email(domain, person)
+    assert outcome.email == person["email"]
+    hunter_after = emulator_control.stats("hunter", latencies=False)["success_by_item"]
+    assert hunter_after == hunter_before, "Hunter's find was bought a second time"
+    assert sum(hunter_after.values()) == 1
