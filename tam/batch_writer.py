@@ -92,7 +92,10 @@ class BatchWriter(Generic[T]):
 
     async def close(self, *, flush: bool = True) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
+            # Under the lock: a timer flush is never cut off mid-write (it would have to
+            # write its batch again).
+            async with self._lock:
+                self._ticker.cancel()
             self._ticker = None
         if not flush:
             return

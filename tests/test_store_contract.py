@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -553,6 +554,45 @@ async def test_round_trips_grow_with_batches_not_rows(store: Store) -> None:
         ]
     )
     assert store.round_trips - before <= 2  # one statement and its commit
+
+
+async def test_a_cancelled_write_leaves_the_database_writable(store: Store) -> None:
+    """A caller cancelled mid-write (a flow cancelled from the UI, a task group failing)
+    must not leave its connection holding locks: before the fix, the next write on SQLite
+    waited out the 30 s busy timeout and failed with "database is locked"."""
+    project = await new_project(store)
+    await store.upsert_companies([company(project.id, n) for n in range(3000)])
+    companies = flat(await collect(store.iter_companies(project.id, page_size=1000)))
+    job = await store.create_job(project.id, "qualify")
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.05):
+        write = asyncio.create_task(
+            store.save_qualifications(
+                [
+                    QualificationResult(
+                        company_id=c.id, status=QualificationStatus.qualified, reason="ok"
+                    )
+                    for c in companies
+                ]
+            )
+        )
+        await asyncio.sleep(delay)
+        write.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await write
+        # Not a timing assertion: a stuck lock shows as a 30 s wait, far beyond this bound.
+        assert await asyncio.wait_for(store.update_job(job.id, JobUpdate(progress=1)), 10)
+        await asyncio.wait_for(
+            store.save_qualifications(
+                [
+                    QualificationResult(
+                        company_id=companies[0].id,
+                        status=QualificationStatus.disqualified,
+                        reason="again",
+                    )
+                ]
+            ),
+            10,
+        )
 
 
 async def test_a_refused_statement_is_a_store_error(store: Store) -> None:

@@ -8,6 +8,8 @@ Round trips are the cost that matters on Supabase (every one crosses the interne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +54,10 @@ from tam.stores.sql_rows import (
 # Postgres's 65,535, and keeps one statement's payload modest over a slow link.
 WRITE_CHUNK_ROWS = 500
 MAX_IDS_PER_QUERY = 1000
+
+# How long a cancelled caller waits for its statements to finish (see SqlStore._execute).
+CANCEL_GRACE_S = 10.0
+_FINISHING: set[asyncio.Future[Any]] = set()
 
 
 @dataclass
@@ -119,6 +125,25 @@ class SqlStore:
 
     # --- plumbing -------------------------------------------------------------------------
     async def _execute(self, steps: Sequence[_Step]) -> _Outcome:
+        """Run the steps to the end even when the caller is cancelled.
+
+        A statement cut off by a cancellation leaves its connection checked out mid-
+        transaction: on SQLite its write lock then blocks every other write for the whole
+        busy timeout (30 s, measured), on Postgres its row locks stay until the connection
+        is collected. So the work runs in its own task; a cancelled caller waits for it (a
+        statement, normally milliseconds, at most `CANCEL_GRACE_S`) and is cancelled after.
+        """
+        work = asyncio.ensure_future(self._execute_retrying(steps))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            _FINISHING.add(work)  # the loop keeps only weak references to tasks
+            work.add_done_callback(_FINISHING.discard)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(work), CANCEL_GRACE_S)
+            raise
+
+    async def _execute_retrying(self, steps: Sequence[_Step]) -> _Outcome:
         with self._errors:
             try:
                 return await self._execute_once(steps)
