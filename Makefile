@@ -25,12 +25,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check flows tasks deployments tam
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -41,7 +42,7 @@ bench: $(STAMP)
 
 reliability: $(STAMP)
 	bash scripts/ensure-postgres.sh
-	TAM_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	TAM_RELIABILITY_FULL=1 $(BIN)/pytest -m reliability $(PYTEST_ARGS)
 
 emulators: $(STAMP)
 	$(BIN)/tam emulators $(ARGS)
