@@ -477,20 +477,13 @@ def _merge_round_trips(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
-    # NOTE: the private-cluster helper lives with the test fixtures; the console script does
-    # not run from the checkout's root, so put it on the path.
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        from tests.fixtures.postgres import _bin_dir, _start_private_cluster
-    except ImportError as exc:
-        console.print(f"[yellow]Postgres runs skipped: {exc}[/]")
-        return None, None
-    bin_dir = _bin_dir()
-    if bin_dir is None:
+    from deployments.local_postgres import bin_dir, start_private_cluster
+
+    binaries = bin_dir()
+    if binaries is None:
         console.print("[yellow]PostgreSQL binaries not found: Postgres runs skipped[/]")
         return None, None
-    server = _start_private_cluster(bin_dir)
+    server = start_private_cluster(binaries)
     return server, server.admin_url
 
 
@@ -579,7 +572,7 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
         emulators.stop()
         prefect.stop()
         if pg is not None:
-            pg.stop()
+            pg.remove()
     _merge_round_trips(results)
     document = {
         "machine": {
