@@ -61,7 +61,7 @@ def limits_show(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from tam.settings import get_settings
-    from tasks.leases import show_limits
+    from tasks.limits_admin import show_limits
 
     _limits_table(asyncio.run(show_limits(get_settings())), "API account limits")
 
@@ -70,7 +70,7 @@ def limits_show(ctx: typer.Context) -> None:
 def limits_apply() -> None:
     """Create or update the Prefect global concurrency limits from settings (idempotent)."""
     from tam.settings import get_settings
-    from tasks.leases import apply_limits
+    from tasks.limits_admin import apply_limits
 
     _limits_table(asyncio.run(apply_limits(get_settings())), "Applied limits")
 

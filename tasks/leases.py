@@ -36,7 +36,7 @@ Policy, per provider account and process (one `PrefectLeaseCapacity` per limiter
   instantly; each process keeps its own sliding window too, and 429 handling covers the rest.
 
 A worker creates missing GCLs from its settings but never overrides existing ones: the server
-is the shared source of truth, changed by `apply_limits` (`tam limits apply`).
+is the shared source of truth, changed by `tam limits apply` (tasks/limits_admin.py).
 """
 
 from __future__ import annotations
@@ -55,12 +55,11 @@ import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
-    GlobalConcurrencyLimitUpdate,
 )
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from tam.limiters import AccountLimiter
-from tam.settings import LimitConfig, Settings
+from tam.settings import LimitConfig
 
 log = logging.getLogger(__name__)
 
@@ -478,10 +477,10 @@ class PrefectLeaseCapacity:
     async def _ensure_limits(self) -> None:
         """Create missing GCLs from settings; otherwise respect what the server says."""
         for kind, name, limit, decay in limit_specs(self.provider, self.config):
-            gcl = await _read(self._cli, name)
+            gcl = await read_limit(self._cli, name)
             if gcl is None:
                 with contextlib.suppress(ObjectAlreadyExists):
-                    await _create(self._cli, name, limit, decay)
+                    await create_limit(self._cli, name, limit, decay)
             elif kind == "concurrency":
                 self._gcl_limit = gcl.limit
                 if gcl.limit != limit:
@@ -493,69 +492,13 @@ class PrefectLeaseCapacity:
         self._ensured = True
 
 
-# --- configuration commands ---------------------------------------------------------------
-async def _read(client: PrefectClient, name: str) -> Any | None:
+async def read_limit(client: PrefectClient, name: str) -> Any | None:
     try:
         return await client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
         return None
 
 
-_SHOWN = ("limit", "slot_decay_per_second", "active", "active_slots")
-
-
-def _row(provider: str, kind: str, name: str, **values: Any) -> dict[str, Any]:
-    return {"provider": provider, "kind": kind, "name": name, **values}
-
-
-async def _create(client: PrefectClient, name: str, limit: int, decay: float) -> None:
+async def create_limit(client: PrefectClient, name: str, limit: int, decay: float) -> None:
     spec = GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay)
     await client.create_global_concurrency_limit(spec)
-
-
-async def apply_limits(settings: Settings) -> list[dict[str, Any]]:
-    """Create or update every provider's GCLs from settings (idempotent: a second run
-    reports "unchanged"); delete a rate GCL whose provider no longer has a rate."""
-    rows: list[dict[str, Any]] = []
-    async with get_client() as client:
-        for provider, config in sorted(settings.limits.items()):
-            specs = limit_specs(provider, config)
-            if config.requests_per_interval is None:
-                specs.append(("rate", f"tam-rate-{provider}", 0, 0.0))  # must not exist
-            for kind, name, limit, decay in specs:
-                gcl, action = await _read(client, name), "unchanged"
-                if kind == "rate" and limit == 0:
-                    if gcl is None:
-                        continue
-                    await client.delete_global_concurrency_limit_by_name(name)
-                    action = "deleted"
-                elif gcl is None:
-                    await _create(client, name, limit, decay)
-                    action = "created"
-                elif (gcl.limit, gcl.slot_decay_per_second, gcl.active) != (limit, decay, True):
-                    update = GlobalConcurrencyLimitUpdate(
-                        limit=limit, slot_decay_per_second=decay, active=True
-                    )
-                    await client.update_global_concurrency_limit(name, update)
-                    action = "updated"
-                rows.append(
-                    _row(provider, kind, name, limit=limit or None, slot_decay_per_second=decay)
-                    | {"action": action}
-                )
-    return rows
-
-
-async def show_limits(settings: Settings) -> list[dict[str, Any]]:
-    """Each provider's GCLs: configured values, server values, and slots in use now."""
-    rows: list[dict[str, Any]] = []
-    async with get_client() as client:
-        for provider, config in sorted(settings.limits.items()):
-            for kind, name, limit, decay in limit_specs(provider, config):
-                gcl = await _read(client, name)
-                server = {attr: getattr(gcl, attr, None) for attr in _SHOWN}
-                in_sync = (server["limit"], server["slot_decay_per_second"]) == (limit, decay)
-                rows.append(
-                    _row(provider, kind, name, configured_limit=limit, configured_decay=decay)
-                    | {"exists": gcl is not None, **server, "in_sync": in_sync and server["active"]}
-                )
-    return rows

@@ -21,8 +21,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from tam.settings import LimitConfig, Settings
-from tasks.leases import apply_limits, show_limits
 from tasks.limits import account_limiter, close_account_limiters, lease_source
+from tasks.limits_admin import apply_limits, show_limits
 
 pytestmark = pytest.mark.prefect
 
