@@ -477,13 +477,13 @@ def _merge_round_trips(results: dict[str, dict[str, Any]]) -> None:
 
 
 def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
-    from deployments.local_postgres import bin_dir, start_private_cluster
+    from deployments.local_postgres import PgServer, bin_dir, start_private_cluster
 
     binaries = bin_dir()
     if binaries is None:
         console.print("[yellow]PostgreSQL binaries not found: Postgres runs skipped[/]")
         return None, None
-    server = start_private_cluster(binaries)
+    server = start_private_cluster(binaries, PgServer)
     return server, server.admin_url
 
 

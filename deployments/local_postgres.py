@@ -1,6 +1,6 @@
 """A private PostgreSQL cluster on loopback, for the test session and the benchmark.
 
-`start_private_cluster(bin_dir())` initdb's a throwaway cluster (durability off) on a free
+`start_private_cluster(bin_dir(), PgServer)` initdb's a throwaway cluster (durability off) on a free
 port and returns a `PgServer` to create databases on; `remove()` stops it and deletes it.
 """
 
@@ -112,9 +112,9 @@ class PgServer:
 S = TypeVar("S", bound=PgServer)
 
 
-def start_private_cluster(binaries: Path, cls: type[S] = PgServer) -> S:  # type: ignore[assignment]
-    """initdb a throwaway cluster on 127.0.0.1 and a free port, start it, and create the
-    `tam` superuser role; durability is off (fsync, synchronous_commit)."""
+def start_private_cluster(binaries: Path, cls: type[S]) -> S:
+    """initdb a throwaway cluster on 127.0.0.1 and a free port, start it as a `cls`, and
+    create the `tam` superuser role; durability is off (fsync, synchronous_commit)."""
     data_dir = Path(tempfile.mkdtemp(prefix="tam-pg-")) / "data"
     data_dir.parent.chmod(0o755)
     data_dir.mkdir()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 from prefect import flow
 
-from tam.batch_writer import BatchWriter
 from tam.clients.factory import brightdata_client
 from tam.errors import Unavailable
 from tam.job_reporter import utcnow
-from tam.models import ContactUpdate, JobType
+from tam.models import JobType
 from tam.steps.linkedin import LinkedinContext, LinkedinTally, windows
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
@@ -67,18 +67,14 @@ async def check_linkedin(
             )
             for contact in page
         ]
-        summary_args = {"active_days": settings.linkedin_active_days, "forced": force}
+        summarize = partial(
+            linkedin_summary, active_days=settings.linkedin_active_days, forced=force
+        )
         if not contacts:
-            return await session.complete(linkedin_summary(LinkedinTally(), **summary_args))
+            return await session.complete(summarize(LinkedinTally()))
         reporter.set_total(len(contacts))
         client = brightdata_client(settings)
-        writer: BatchWriter[ContactUpdate] = BatchWriter(
-            store.update_contacts,
-            batch_size=settings.write_batch_size,
-            interval_s=settings.write_flush_s,
-            max_outage_s=settings.write_max_outage_s,
-            logger=session.logger,
-        )
+        writer = session.writer(store.update_contacts)
         active_since, collect_since = windows(
             now,
             active_days=settings.linkedin_active_days,
@@ -132,4 +128,4 @@ async def check_linkedin(
                 tally.failed_snapshots,
                 "; ".join(tally.errors[:MAX_ERRORS_SHOWN]),
             )
-        return await session.complete(linkedin_summary(tally, **summary_args))
+        return await session.complete(summarize(tally))

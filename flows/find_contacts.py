@@ -9,11 +9,9 @@ from uuid import UUID
 
 from prefect import flow
 
-from tam.batch_writer import BatchWriter
 from tam.clients.factory import hunter_client, neverbounce_client, prospeo_client, usage_summary
 from tam.clients.prospeo import prospeo_locations, prospeo_seniorities
-from tam.journal import ResultJournal
-from tam.models import Contact, ContactUpdate, JobType, NewContact, ProjectStatus, Usage
+from tam.models import Contact, ContactUpdate, JobType, ProjectStatus, Usage
 from tam.steps.contacts import (
     ChunkFeeder,
     ContactsContext,
@@ -72,16 +70,9 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
     async with job_session(JobType.find_contacts, project_id, job_id) as session:
         _, icp = await session.load_project()
         store, settings, reporter = session.store, session.settings, session.reporter
-        journal_dir = settings.data_dir / "journal"
-        search_journal = ResultJournal(
-            journal_dir, session.job_id, "find_contacts-search", SearchedGroup
-        )
-        email_journal = ResultJournal(
-            journal_dir, session.job_id, "find_contacts-emails", ContactUpdate
-        )
-        finds_journal = ResultJournal(
-            journal_dir, session.job_id, "find_contacts-hunter", HunterFind
-        )
+        search_journal = session.journal("find_contacts-search", SearchedGroup)
+        email_journal = session.journal("find_contacts-emails", ContactUpdate)
+        finds_journal = session.journal("find_contacts-hunter", HunterFind)
         journals = (search_journal, email_journal, finds_journal)
         # What an earlier, killed attempt of this job paid for but had not written yet.
         resumed = await replay_journals(store, search_journal, email_journal, finds_journal)
@@ -120,17 +111,8 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
         found: asyncio.Queue[list[Contact] | None] = asyncio.Queue()
         email_chunk = math.ceil((open_slots + len(plan.needing_email)) / settings.max_task_runs)
         feeder: ChunkFeeder[Contact] = ChunkFeeder(email_chunk, found.put_nowait)
-        batch = {
-            "batch_size": settings.write_batch_size,
-            "interval_s": settings.write_flush_s,
-            "max_outage_s": settings.write_max_outage_s,
-        }
-        contact_writer: BatchWriter[NewContact] = BatchWriter(
-            contact_inserter(store, tally, feeder.add), logger=session.logger, **batch
-        )
-        update_writer: BatchWriter[ContactUpdate] = BatchWriter(
-            store.update_contacts, logger=session.logger, **batch
-        )
+        contact_writer = session.writer(contact_inserter(store, tally, feeder.add))
+        update_writer = session.writer(store.update_contacts)
         ctx = ContactsContext(
             project_id=project_id,
             prospeo=prospeo,

@@ -8,9 +8,7 @@ from uuid import UUID
 
 from prefect import flow
 
-from tam.batch_writer import BatchWriter
 from tam.clients.factory import claude_qualifier
-from tam.journal import ResultJournal
 from tam.models import JobType, ProjectStatus, QualificationResult, QualificationStatus
 from tam.steps.qualify import QualifyContext, QualifyTally
 from tasks.hooks import JOB_HOOKS
@@ -49,9 +47,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
     async with job_session(JobType.qualify, project_id, job_id) as session:
         _, icp = await session.load_project()
         store, settings, reporter = session.store, session.settings, session.reporter
-        journal = ResultJournal(
-            settings.data_dir / "journal", session.job_id, "qualify", QualificationResult
-        )
+        journal = session.journal("qualify", QualificationResult)
         # Answers an earlier, killed attempt of this job paid for but had not written yet.
         replayed = journal.replay()
         if replayed:
@@ -77,13 +73,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         reporter.set_total(len(pending))
         await reporter.step(f"qualifying {len(pending)} companies")
         qualifier = claude_qualifier(settings)
-        writer: BatchWriter[QualificationResult] = BatchWriter(
-            store.save_qualifications,
-            batch_size=settings.write_batch_size,
-            interval_s=settings.write_flush_s,
-            max_outage_s=settings.write_max_outage_s,
-            logger=session.logger,
-        )
+        writer = session.writer(store.save_qualifications)
         ctx = QualifyContext(
             icp=icp,
             qualifier=qualifier,

@@ -7,9 +7,8 @@ from uuid import UUID
 
 from prefect import flow
 
-from tam.batch_writer import BatchWriter
 from tam.clients.factory import discolike_client, usage_summary
-from tam.models import JobType, NewCompany
+from tam.models import JobType
 from tam.steps.refine import InsertCount, RefineResult, inserter, plan_refine, refine_summary
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
@@ -37,13 +36,7 @@ async def refine_discolike(project_id: UUID, job_id: UUID | None = None) -> dict
         reporter.set_total(1)
         client = discolike_client(settings)
         count = InsertCount()
-        writer: BatchWriter[NewCompany] = BatchWriter(
-            inserter(store, count),
-            batch_size=settings.write_batch_size,
-            interval_s=settings.write_flush_s,
-            max_outage_s=settings.write_max_outage_s,
-            logger=session.logger,
-        )
+        writer = session.writer(inserter(store, count))
         run_key = str(session.job_id)
         REFINE_RUNS[run_key] = RefineRun(
             project_id=project_id,

@@ -8,9 +8,8 @@ from uuid import UUID
 
 from prefect import flow
 
-from tam.batch_writer import BatchWriter
 from tam.clients.factory import discolike_client, google_places_client, usage_summary
-from tam.models import JobType, NewCompany, ProjectStatus, Usage
+from tam.models import JobType, ProjectStatus, Usage
 from tam.steps.sourcing import (
     SourcingContext,
     SourcingTally,
@@ -82,13 +81,7 @@ async def source_companies(
         await reporter.step("loading the project's companies")
         domains, place_ids = await load_existing(store, project_id, settings.read_page_size)
         tally = SourcingTally()
-        writer: BatchWriter[NewCompany] = BatchWriter(
-            insert_counter(store, tally),
-            batch_size=settings.write_batch_size,
-            interval_s=settings.write_flush_s,
-            max_outage_s=settings.write_max_outage_s,
-            logger=session.logger,
-        )
+        writer = session.writer(insert_counter(store, tally))
         ctx = SourcingContext(
             project_id=project_id,
             discolike=discolike,

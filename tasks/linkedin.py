@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tam.models import Contact
 from tam.steps.linkedin import LinkedinContext, check_chunk
-from tasks.qualify import retry_transient
+from tasks.retries import retry_transient
 
 # Contexts of the runs live in this process; tasks get a key, not the objects, so Prefect
 # never has to serialize a client or a database pool.

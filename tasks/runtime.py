@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
@@ -19,16 +19,21 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import quote
+from pydantic import BaseModel
 
+from tam.batch_writer import BatchWriter
 from tam.errors import JobInputError
 from tam.failures import describe_failure
 from tam.job_reporter import JobReporter
+from tam.journal import ResultJournal
 from tam.models import IcpProfile, JobType, Project
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
 from tasks.limits import close_account_limiters
 
 T = TypeVar("T")
+W = TypeVar("W")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -51,6 +56,20 @@ class JobSession:
         except NotFoundInStore:
             raise JobInputError(f"project {self.project_id} does not exist") from None
         return project, project.icp()
+
+    def writer(self, flush: Callable[[Sequence[W]], Awaitable[None]]) -> BatchWriter[W]:
+        """A batch writer with the job's batch size, flush interval and outage budget."""
+        return BatchWriter(
+            flush,
+            batch_size=self.settings.write_batch_size,
+            interval_s=self.settings.write_flush_s,
+            max_outage_s=self.settings.write_max_outage_s,
+            logger=self.logger,
+        )
+
+    def journal(self, step: str, model: type[M]) -> ResultJournal[M]:
+        """This job's journal of paid `step` results (see tam.journal)."""
+        return ResultJournal(self.settings.data_dir / "journal", self.job_id, step, model)
 
     async def complete(self, summary: dict[str, Any]) -> dict[str, Any]:
         # Observability for the "round trips grow with batches, not rows" budget.

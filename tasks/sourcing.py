@@ -15,7 +15,7 @@ from tam.limiters import AccountLimiter
 from tam.models import IcpProfile, NewCompany
 from tam.steps.refine import RefinePlan, refine
 from tam.steps.sourcing import SourceQuery, SourcingContext, source_chunk
-from tasks.qualify import retry_transient
+from tasks.retries import retry_transient
 
 # Contexts of the runs live in this process; tasks get a key, not the objects, so Prefect
 # never has to serialize a client or a database pool.
