@@ -24,7 +24,9 @@ from uuid import UUID, uuid4
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
+from deployments.local_postgres import PgServer, bin_dir, start_private_cluster
 from deployments.prefect_server import LocalPrefectServer
 from tam.emulators.server import EmulatorControl, EmulatorServer, env_for
 
@@ -39,7 +41,7 @@ class BenchContext:
     emulators: EmulatorServer
     control: EmulatorControl
     console: Console
-    pg_admin_url: str | None = None
+    pg: PgServer | None = None
     base_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, database_url: str, **extra: str) -> dict[str, str]:
@@ -57,15 +59,10 @@ class BenchContext:
         return f"sqlite+aiosqlite:///{path}"
 
     def postgres_url(self, name: str) -> str | None:
-        if self.pg_admin_url is None:
+        """A new database on the private cluster, or None without PostgreSQL."""
+        if self.pg is None:
             return None
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        db = f"bench_{name}_{uuid4().hex[:6]}"
-        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{db}"'.encode())
-        return make_url(self.pg_admin_url).set(database=db).render_as_string(hide_password=False)
+        return self.pg.create_database(f"bench_{name}_{uuid4().hex[:6]}")
 
 
 async def seed(
@@ -476,27 +473,19 @@ def _merge_round_trips(results: dict[str, dict[str, Any]]) -> None:
     rt["ratio"] = worst / 40
 
 
-def _private_postgres(console: Console) -> tuple[Any, str] | tuple[None, None]:
-    from deployments.local_postgres import PgServer, bin_dir, start_private_cluster
-
+def _private_postgres(console: Console) -> PgServer | None:
     binaries = bin_dir()
     if binaries is None:
         console.print("[yellow]PostgreSQL binaries not found: Postgres runs skipped[/]")
-        return None, None
-    server = start_private_cluster(binaries, PgServer)
-    return server, server.admin_url
-
-
-def _prefect_database(pg_admin_url: str | None) -> str | None:
-    """A fresh database on the private cluster for the bench's Prefect server."""
-    if pg_admin_url is None:
         return None
-    import psycopg
-    from sqlalchemy.engine import make_url
+    return start_private_cluster(binaries, PgServer)
 
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(b'CREATE DATABASE "bench_prefect"')
-    url = make_url(pg_admin_url).set(drivername="postgresql+asyncpg", database="bench_prefect")
+
+def _prefect_database(pg: PgServer | None) -> str | None:
+    """A fresh database on the private cluster for the bench's Prefect server (asyncpg)."""
+    if pg is None:
+        return None
+    url = make_url(pg.create_database("bench_prefect")).set(drivername="postgresql+asyncpg")
     return url.render_as_string(hide_password=False)
 
 
@@ -527,12 +516,10 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
     work_dir = ROOT / ".tam" / "bench"
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
-    pg, pg_url = _private_postgres(console)
+    pg = _private_postgres(console)
     # A Prefect server shared by several processes runs on PostgreSQL in production; on
     # SQLite its write lock turns concurrent lease requests into 2 s client retries.
-    prefect = LocalPrefectServer(
-        work_dir / "prefect", ui=False, database_url=_prefect_database(pg_url)
-    )
+    prefect = LocalPrefectServer(work_dir / "prefect", ui=False, database_url=_prefect_database(pg))
     with console.status("Starting Prefect server and emulators..."):
         prefect.start()
         emulators = EmulatorServer(in_process=False).start()
@@ -542,7 +529,7 @@ def main(only: list[str] | None = None, out: Path = ROOT / "bench" / "results.js
         emulators=emulators,
         control=emulators.control,
         console=console,
-        pg_admin_url=pg_url,
+        pg=pg,
         base_env={
             **env_for(emulators),
             **prefect.env(),

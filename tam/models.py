@@ -263,6 +263,13 @@ class JobUpdate(BaseModel):
     # attempt's outcome); the same statement as the rest, so a start is one round trip.
     clear_result: bool = False
 
+    def changes(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """The columns to set: every field that is not None, plus the emptied result."""
+        values = self.model_dump(mode=mode, exclude_none=True, exclude={"clear_result"})
+        if self.clear_result:
+            values.update(result_summary=None, completed_at=None)
+        return values
+
 
 class Usage(BaseModel):
     """Tokens, credits and money one provider call consumed."""

@@ -404,12 +404,7 @@ class SqlStore:
     async def update_job(
         self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
     ) -> bool:
-        values = {
-            k: plain(v)
-            for k, v in update.model_dump(exclude_none=True, exclude={"clear_result"}).items()
-        }
-        if update.clear_result:
-            values.update(result_summary=None, completed_at=None)
+        values = {k: plain(v) for k, v in update.changes().items()}
         if not values:
             return False
         statement = sa.update(jobs).where(jobs.c.id == job_id).values(values)
@@ -419,12 +414,7 @@ class SqlStore:
         return (await self._execute([(statement, None)])).rowcount > 0
 
     async def clear_job_result(self, job_id: UUID) -> None:
-        statement = (
-            sa.update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(result_summary=None, completed_at=None)
-        )
-        await self._execute([(statement, None)])
+        await self.update_job(job_id, JobUpdate(clear_result=True))
 
     async def list_jobs(
         self,

@@ -303,9 +303,7 @@ class SupabaseRestStore(PostgrestTables):
     async def update_job(
         self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
     ) -> bool:
-        values = update.model_dump(mode="json", exclude_none=True, exclude={"clear_result"})
-        if update.clear_result:
-            values.update(result_summary=None, completed_at=None)
+        values = update.changes(mode="json")
         if not values:
             return False
         query = self.table(JOBS).update(values).eq("id", str(job_id))
@@ -315,11 +313,7 @@ class SupabaseRestStore(PostgrestTables):
         return bool(await self.rows(query))
 
     async def clear_job_result(self, job_id: UUID) -> None:
-        await self.send(
-            self.table(JOBS)
-            .update({"result_summary": None, "completed_at": None})
-            .eq("id", str(job_id))
-        )
+        await self.update_job(job_id, JobUpdate(clear_result=True))
 
     async def list_jobs(
         self,
