@@ -71,6 +71,7 @@ async def test_discover_sends_the_real_parameters(mock, client):
     assert request.url.params.multi_items() == [
         ("domain", "stripe.com"),
         ("domain", "notion.so"),
+        ("include_search_domains", "false"),
         ("country", "US"),
         ("max_records", "150"),
         ("min_digital_footprint", "50"),

@@ -171,3 +171,30 @@ async def test_refine_all_runs_every_opted_in_project_on_its_own_job_row(
             status,
         )
     assert len(await companies_of(store, left_out)) == 0
+
+
+@pytest.mark.parametrize("echo", ["auto", "always"])
+async def test_seed_domains_are_never_inserted_however_the_api_spells_them(
+    prefect_server: Any, store: Store, emulator_control: Any, echo: str
+) -> None:
+    # "auto": the real API echoes the seeds unless the query says include_search_domains=false;
+    # "always": an API that ignores the flag. Echoed seeds come back as HTTPS://WWW.SEED.COM/.
+    emulator_control.configure("discolike", echo_seeds=echo, seed_echo_style="url")
+    icp_seeds = [SAMPLE[0]["domain"], f"https://www.{SAMPLE[1]['domain']}/"]
+    seeds = {SAMPLE[0]["domain"], SAMPLE[1]["domain"]}
+    project_id = await new_project(
+        store, {"seedCompanyDomains": icp_seeds, "sourcingLimits": {"discolikeMaxRecords": 20}}
+    )
+
+    summary = await refine_discolike(project_id=project_id)
+
+    stats = emulator_control.stats("discolike", latencies=False)
+    assert stats.get("seeds_echoed", 0) == (2 if echo == "always" else 0)
+    rows = await companies_of(store, project_id)
+    assert not seeds & set(rows)
+    assert summary["inserted"] == len(rows) == summary["companiesFound"]
+    assert summary["seedsExcluded"] == (2 if echo == "always" else 0)
+
+    again = await refine_discolike(project_id=project_id)
+    assert not seeds & set(await companies_of(store, project_id))
+    assert again["inserted"] == 0

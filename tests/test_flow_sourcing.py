@@ -145,3 +145,30 @@ async def test_no_search_input_completes_at_once_with_zeros(
     assert (await store.get_job(job.id)).status == JobStatus.completed
     assert emulator_control.stats("discolike", latencies=False)["calls"] == 0
     assert emulator_control.stats("google_places", latencies=False)["calls"] == 0
+
+
+@pytest.mark.parametrize("echo", ["auto", "always"])
+async def test_seed_domains_are_never_inserted_even_across_seed_groups(
+    prefect_server: Any, store: Store, emulator_control: Any, echo: str
+) -> None:
+    # Twelve seeds make two queries; "always" echoes each query's seeds whatever the flag
+    # says, spelled HTTPS://WWW.SEED.COM/ — none of them may become a prospect.
+    emulator_control.configure("discolike", echo_seeds=echo, seed_echo_style="url")
+    seeds = [c["domain"] for c in WORLD.companies(12)]
+    project_id = await new_project(
+        store,
+        icp(
+            seedCompanyDomains=[f"https://www.{d}/" if i % 2 else d for i, d in enumerate(seeds)],
+            sourcingLimits={"discolikeMaxRecords": 30},
+        ),
+    )
+
+    summary = await source_companies(project_id=project_id)
+
+    stats = emulator_control.stats("discolike", latencies=False)
+    # Echoed seeds do not use up the record budget, so the second group is asked too.
+    assert stats["calls_by_endpoint"] == {"discover": 2 if echo == "always" else 1}
+    assert stats.get("seeds_echoed", 0) == (12 if echo == "always" else 0)
+    domains = {c.domain for c in await companies_of(store, project_id)}
+    assert domains and not set(seeds) & domains
+    assert summary["inserted"] == len(domains)

@@ -1,4 +1,9 @@
-"""Discolike look-alikes: ``GET /v1/discover`` answers a BARE JSON array (not ``results``)."""
+"""Discolike look-alikes: ``GET /v1/discover`` answers a BARE JSON array (not ``results``).
+
+The API includes the searched domains themselves unless asked not to (and spells them as
+stored, e.g. ``HTTPS://WWW.SEED.COM/``): every query sends ``include_search_domains=false``
+and still drops any result whose normalized domain is one of its seeds.
+"""
 
 from __future__ import annotations
 
@@ -83,6 +88,7 @@ class DiscoverPage(BaseModel):
     companies: list[DiscolikeCompany]
     total_count: int | None = None
     usage: Usage
+    seeds_dropped: int = 0  # results that were the query's own seed domains
 
 
 _COMPANIES = TypeAdapter(list[DiscolikeCompany])
@@ -239,7 +245,15 @@ class DiscolikeClient:
         )
         self.usage.credits += usage.credits
         self.usage.cost_usd = round(self.usage.cost_usd + usage.cost_usd, 6)
-        return DiscoverPage(companies=_dedup(items), total_count=_total(response), usage=usage)
+        seeds = set(_unique_domains(domains))
+        companies = _dedup(items)
+        kept = [c for c in companies if normalize_domain(c.domain) not in seeds]
+        return DiscoverPage(
+            companies=kept,
+            total_count=_total(response),
+            usage=usage,
+            seeds_dropped=len(companies) - len(kept),
+        )
 
 
 def _params(
@@ -259,6 +273,9 @@ def _params(
             provider=PROVIDER,
         )
     params = [("domain", d) for d in seeds]
+    if seeds:
+        # NOTE: without it the answer starts with the seeds themselves.
+        params.append(("include_search_domains", "false"))
     countries = [country] if isinstance(country, str) else list(country or [])
     params += [("country", c.strip().upper()) for c in countries if c and c.strip()]
     params.append(("max_records", str(max_records)))

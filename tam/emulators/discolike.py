@@ -2,15 +2,16 @@
 
 The answer is a BARE JSON array of company profiles with an ``X-Total-Count`` header. Look-alikes
 are the world's companies sharing the seeds' industries (and/or words of ``icp_text``), filtered
-by country, digital footprint and employee range, ranked by similarity, never the seeds
-themselves. Errors are FastAPI-style ``{"detail": ...}`` bodies.
+by country, digital footprint and employee range, ranked by similarity. Like the real API,
+the seeds themselves come back first (as stored, e.g. ``HTTPS://WWW.SEED.COM/``) unless the
+query says ``include_search_domains=false``. Errors are FastAPI-style ``{"detail": ...}`` bodies.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from starlette.requests import Request
@@ -65,6 +66,12 @@ class DiscolikeKnobs(Knobs):
     # Share of results followed by a second record for the same company under a `www.` /
     # upper-case domain variant (the client must dedup by normalized domain).
     duplicate_rate: float = Field(default=0.0, ge=0, le=1)
+    # Whether the seeds come back as results: "auto" as the real API (unless the query sends
+    # include_search_domains=false), "always" as an API that ignores the flag, or "never".
+    echo_seeds: Literal["auto", "always", "never"] = "auto"
+    # How an echoed seed's domain is spelled: "url" as BizData stores some (scheme, www,
+    # upper case, trailing slash), "plain" as the query gave it.
+    seed_echo_style: Literal["url", "plain"] = "url"
 
 
 def discolike_record(company: Mapping[str, Any], *, world: World) -> dict[str, Any]:
@@ -147,10 +154,11 @@ class DiscolikeEmulator(ProviderEmulator):
         seed_domains = {s["domain"] for s in seeds}
         seed_industries = [str(s["industry"]) for s in seeds]
         words = _words(query.icp_text)
+        echoed = self._echoed_seeds(query, seeds)
         scored: list[tuple[int, str, dict[str, Any]]] = []
         for company, record in self.pool():
             domain = str(company["domain"])
-            if domain in query.excluded or (domain in seed_domains and not query.include_seeds):
+            if domain in query.excluded or domain in seed_domains:
                 continue
             if not query.accepts(company, record):
                 continue
@@ -159,7 +167,27 @@ class DiscolikeEmulator(ProviderEmulator):
                 continue
             scored.append((similarity, domain, {**record, "similarity": similarity}))
         scored.sort(key=lambda row: (-row[0], row[1]))
-        return [row[2] for row in scored]
+        return echoed + [row[2] for row in scored]
+
+    def _echoed_seeds(self, query: _Query, seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The seeds as results of their own search, most similar of all (no filters: the
+        API answers for what it was asked about)."""
+        mode = self._knobs.echo_seeds
+        if mode == "never" or (mode == "auto" and not query.include_seeds):
+            return []
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for seed in seeds:
+            domain = str(seed["domain"])
+            if domain in seen or domain in query.excluded:
+                continue
+            seen.add(domain)
+            record = {**discolike_record(seed, world=self.world), "similarity": 100}
+            if self._knobs.seed_echo_style == "url":
+                record["domain"] = f"HTTPS://WWW.{domain.upper()}/"
+            out.append(record)
+        self.counters.bump("seeds_echoed", len(out))
+        return out
 
     def _similarity(
         self,
@@ -214,7 +242,7 @@ class _Query:
         self.min_footprint: int | None = None
         self.max_footprint: int | None = None
         self.employee_range: tuple[int, int] | None = None
-        self.include_seeds = False
+        self.include_seeds = True
 
     @property
     def vector_key(self) -> str:
@@ -236,7 +264,11 @@ class _Query:
         query.offset = _int(params, "offset", 0, 0, 1_000_000)
         query.min_footprint = _opt_int(params, "min_digital_footprint", "min_score")
         query.max_footprint = _opt_int(params, "max_digital_footprint", "max_score")
-        query.include_seeds = params.get("include_search_domains", "").lower() in ("1", "true")
+        # NOTE: the real API includes the searched domains unless told not to.
+        query.include_seeds = params.get("include_search_domains", "").strip().lower() not in (
+            "0",
+            "false",
+        )
         raw_range = params.get("employee_range")
         if raw_range:
             low, _, high = raw_range.replace("-", ",").partition(",")

@@ -15,6 +15,7 @@ from uuid import UUID
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
 from tam.clients.discolike import MAX_SEED_DOMAINS, DiscolikeClient, to_new_company
+from tam.domains import normalize_domain
 from tam.limiters import AccountLimiter
 from tam.models import IcpProfile, NewCompany
 from tam.stores.base import Store
@@ -36,6 +37,7 @@ class RefineResult:
     companies_found: int = 0
     disliked_excluded: int = 0
     existing_excluded: int = 0
+    seeds_excluded: int = 0  # results that were a seed itself (never inserted)
     domains: list[str] = field(default_factory=list)
 
 
@@ -104,13 +106,17 @@ async def refine(
         limiter=limiter,
         max_attempts=max_attempts,
     )
-    result.total_results = len(page.companies)
+    result.total_results = len(page.companies) + page.seeds_dropped
+    result.seeds_excluded = page.seeds_dropped
+    seeds = {normalize_domain(s) for s in plan.seeds}
     for item in page.companies:
         company = to_new_company(project_id, item)
         domain = company.domain
         if domain is None:
             continue
-        if domain in plan.disliked:
+        if domain in seeds:
+            result.seeds_excluded += 1
+        elif domain in plan.disliked:
             result.disliked_excluded += 1
         elif domain in plan.existing:
             result.existing_excluded += 1
@@ -133,6 +139,7 @@ def refine_summary(plan: RefinePlan | None, result: RefineResult, inserted: int)
         "dislikedExcluded": result.disliked_excluded,
         "totalResults": result.total_results,
         "existingExcluded": result.existing_excluded,
+        "seedsExcluded": result.seeds_excluded,
         "seedDomains": plan.seeds if plan else [],
     }
     if plan is None or not plan.seeds:

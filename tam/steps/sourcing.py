@@ -23,6 +23,7 @@ from tam.clients.discolike import MAX_SEED_DOMAINS, DiscolikeClient
 from tam.clients.discolike import to_new_company as discolike_company
 from tam.clients.google_places import PAGE_TOKEN_RETRIES, GooglePlacesClient, PlacesPage
 from tam.clients.google_places import to_new_company as places_company
+from tam.domains import normalize_domain
 from tam.errors import InvalidRequest, JobInputError
 from tam.job_reporter import JobReporter
 from tam.limiters import AccountLimiter
@@ -148,6 +149,7 @@ class SourcingTally:
     places_without_domain: int = 0
     found: int = 0
     already_in_project: int = 0
+    seeds_excluded: int = 0  # look-alikes that were one of the run's own seeds
     inserted: int = 0
 
 
@@ -174,19 +176,21 @@ class SourcingContext:
     def cost_usd(self) -> float:
         return sum(u.cost_usd for u in self.usage())
 
-    async def offer(self, company: NewCompany, place_id: str | None = None) -> None:
-        """Queue a company unless this run or the project already has it."""
+    async def offer(self, company: NewCompany, place_id: str | None = None) -> bool:
+        """Queue a company unless this run or the project already has it; True when it is
+        new to this run (found)."""
         key = company.domain or (f"place:{place_id}" if place_id else None)
         if key is None or key in self._seen:
-            return
+            return False
         self._seen.add(key)
         self.tally.found += 1
         if (company.domain and company.domain in self.existing_domains) or (
             not company.domain and place_id in self.existing_place_ids
         ):
             self.tally.already_in_project += 1
-            return
+            return True
         await self.writer.add(company)
+        return True
 
 
 async def load_existing(
@@ -221,6 +225,8 @@ async def run_discolike(ctx: SourcingContext, query: SourceQuery) -> None:
     client = ctx.discolike
     assert client is not None
     budget = query.max_records
+    # Every group's seeds: a later group's look-alikes may be an earlier group's seed.
+    all_seeds = {normalize_domain(d) for group in query.seed_groups for d in group}
     for seeds in query.seed_groups:
         if budget <= 0:
             break
@@ -240,10 +246,16 @@ async def run_discolike(ctx: SourcingContext, query: SourceQuery) -> None:
         )
         ctx.reporter.cost_usd = ctx.cost_usd()
         ctx.tally.discolike_results += len(page.companies)
-        for item in page.companies[:budget]:
-            before = ctx.tally.found
-            await ctx.offer(discolike_company(ctx.project_id, item))
-            budget -= ctx.tally.found - before
+        ctx.tally.seeds_excluded += page.seeds_dropped
+        for item in page.companies:
+            if budget <= 0:
+                break
+            company = discolike_company(ctx.project_id, item)
+            if company.domain in all_seeds:
+                ctx.tally.seeds_excluded += 1
+                continue
+            # NOTE: not the shared tally's delta: Places queries count there concurrently.
+            budget -= await ctx.offer(company)
 
 
 async def run_places(ctx: SourcingContext, query: SourceQuery) -> None:
