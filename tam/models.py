@@ -130,6 +130,8 @@ class Project(BaseModel):
     status: ProjectStatus = ProjectStatus.sourcing
     icp_profile: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
+    # The customer who owns the project and every row under it (design.md §8); None is nobody.
+    user_id: UUID | None = None
 
     def icp(self) -> IcpProfile:
         """Validated ICP; raises pydantic.ValidationError naming the bad field."""

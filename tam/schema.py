@@ -1,7 +1,8 @@
 """The four app tables as SQLAlchemy Core, for the SQLite default and for any Postgres.
 
-`supabase/migrations/20261122000000_tam_pipeline.sql` declares the same tables for Supabase;
-tests/test_schema_agrees.py proves the two agree column by column, so change both together.
+`supabase/migrations/` (20261122000000_tam_pipeline.sql, then 20261202000000_tam_tenancy.sql)
+declares the same tables for Supabase; tests/test_schema_agrees.py proves the two agree column
+by column, so change both together.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ projects = sa.Table(
     _created_at(),
     # Opt-in for the scheduled refine-all flow.
     sa.Column("auto_refine", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    # The owner (design.md §8). On Supabase it defaults to auth.uid(); there is no auth
+    # schema here, so the writer passes it. NULL: nobody's project.
+    sa.Column("user_id", sa.Uuid),
+    sa.Index("tam_projects_user_id_idx", "user_id"),
 )
 
 companies = sa.Table(

@@ -28,7 +28,7 @@ os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "false"
 # Tests must never read the developer's .env.
 os.environ["TAM_ENV_FILE"] = ""
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.reliability.plugin"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.supabase", "tests.reliability.plugin"]
 
 from tam.settings import get_settings  # noqa: E402
 

@@ -6,8 +6,7 @@ its row level security must let signed-in users read while only the service role
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -16,11 +15,14 @@ import pytest
 
 from tam.models import JobStatus, JobUpdate, NewCompany
 from tam.stores import open_store
-from tests.fixtures.postgres import PgServer
+from tests.fixtures.supabase import (
+    apply_migrations,
+    as_role,
+    run_sql,
+)
 
 pytestmark = pytest.mark.postgres
 
-MIGRATIONS = sorted((Path(__file__).parents[1] / "supabase" / "migrations").glob("*.sql"))
 TABLES = ["tam_projects", "tam_companies", "tam_contacts", "tam_job_queue"]
 
 # The app's tables as they stood before this product: only the columns design.md §2 names,
@@ -53,6 +55,7 @@ create table tam_job_queue (
 """
 
 NEW_COLUMNS = {
+    ("tam_projects", "user_id"),
     ("tam_contacts", "linkedin_checked_at"),
     *(
         ("tam_job_queue", name)
@@ -70,49 +73,10 @@ NEW_COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
-def supabase_roles(pg_server: PgServer) -> None:
-    """The roles every Supabase project has (roles are cluster-wide, so once is enough)."""
-    pg_server.admin_sql(
-        """
-        do $$ begin
-          if not exists (select from pg_roles where rolname = 'anon') then
-            create role anon nologin; end if;
-          if not exists (select from pg_roles where rolname = 'authenticated') then
-            create role authenticated nologin; end if;
-          if not exists (select from pg_roles where rolname = 'service_role') then
-            create role service_role nologin; end if;
-        end $$;
-        """
-    )
-
-
 @pytest.fixture
-def database(pg_server: PgServer, supabase_roles: None) -> Iterator[Any]:
-    """A factory of fresh databases, dropped after the test."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"tam_schema_{uuid4().hex[:12]}")
-        return pg_server.create_database(names[-1])
-
-    yield make
-    for name in names:
-        pg_server.drop_database(name)
-
-
-def apply_migrations(url: str) -> None:
-    assert MIGRATIONS, "no migration files found"
-    with psycopg.connect(url, autocommit=True) as conn:
-        for path in MIGRATIONS:
-            # One simple-protocol query per file: Postgres runs it as one transaction.
-            conn.execute(path.read_text(encoding="utf-8").encode())
-
-
-def run_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(sql.encode(), params)
-        return cursor.fetchall() if cursor.description else []
+def database(supabase_database: Callable[[], str]) -> Callable[[], str]:
+    """A factory of fresh Supabase-like databases (auth.uid(), roles, default grants)."""
+    return supabase_database
 
 
 async def create_with_store(url: str) -> None:
@@ -159,6 +123,22 @@ def constraints(url: str) -> set[tuple[str, str, str]]:
     }
 
 
+def grants(url: str) -> set[tuple[Any, ...]]:
+    return {
+        tuple(row)
+        for row in run_sql(
+            url,
+            "select table_name, column_name, grantee, privilege_type "
+            "from information_schema.column_privileges "
+            "where table_schema = 'public' and table_name = any(%s) "
+            "union select table_name, null, grantee, privilege_type "
+            "from information_schema.table_privileges "
+            "where table_schema = 'public' and table_name = any(%s)",
+            (TABLES, TABLES),
+        )
+    }
+
+
 def snapshot(url: str) -> dict[str, Any]:
     policies = run_sql(
         url,
@@ -175,7 +155,16 @@ def snapshot(url: str) -> dict[str, Any]:
         "constraints": constraints(url),
         "policies": set(policies),
         "rls": set(rls),
+        "grants": grants(url),
     }
+
+
+def without_owner_default(found: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """The one intended difference: on Supabase a new project's owner defaults to the caller
+    (auth.uid()); the embedded schema has no auth schema, and its writer passes the owner."""
+    owner = ("tam_projects", "user_id", "uuid", "YES", "auth.uid()")
+    assert owner in found, "the migration must give tam_projects.user_id default auth.uid()"
+    return (found - {owner}) | {(*owner[:4], None)}
 
 
 async def test_migration_and_schema_py_agree(database: Any) -> None:
@@ -183,7 +172,7 @@ async def test_migration_and_schema_py_agree(database: Any) -> None:
     apply_migrations(migrated)
     await create_with_store(created)
 
-    assert columns(migrated) == columns(created)
+    assert without_owner_default(columns(migrated)) == columns(created)
     assert indexes(migrated) == indexes(created)
     assert constraints(migrated) == constraints(created)
 
@@ -202,7 +191,11 @@ async def test_migration_applies_twice(database: Any) -> None:
     apply_migrations(url)
     assert snapshot(url) == first
     assert dict(first["rls"]) == dict.fromkeys(TABLES, True)
-    assert len(first["policies"]) == 8
+    # Per table: a restrictive policy for each of select/insert/update/delete, plus a
+    # permissive one per command a signed-in user may run (projects 4, companies 2,
+    # contacts 1, jobs 2).
+    assert len(first["policies"]) == 4 * 4 + 4 + 2 + 1 + 2
+    assert not {name for _, name, *_ in first["policies"] if name.endswith(("_read", "_write"))}
 
 
 async def test_migration_upgrades_the_original_tables(database: Any) -> None:
@@ -274,15 +267,16 @@ async def test_init_schema_brings_the_original_tables_up_to_date(database: Any) 
 
 
 # One row per table, as (table, insert statement, update statement); values are set per test.
+# Each is a write no browser role may make to a project it does not own.
 WRITES = {
     "tam_projects": (
-        "insert into tam_projects (id, name) values (%(new)s, 'Sneaky')",
+        "insert into tam_projects (id, name, user_id) values (%(new)s, 'Sneaky', %(owner)s)",
         "update tam_projects set name = 'Hijacked'",
     ),
     "tam_companies": (
         "insert into tam_companies (id, project_id, name, domain) "
         "values (%(new)s, %(project)s, 'Sneaky', 'sneaky.com')",
-        "update tam_companies set qualification_status = 'qualified'",
+        "update tam_companies set feedback = 'liked'",
     ),
     "tam_contacts": (
         "insert into tam_contacts (id, project_id, company_id, linkedin_url) "
@@ -297,21 +291,29 @@ WRITES = {
 }
 
 
+def refused(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> bool:
+    """Refused by a privilege or a policy (an error), or filtered to no row by RLS."""
+    try:
+        return conn.execute(sql.encode(), params).rowcount == 0
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+
+
 @pytest.mark.reliability(bad_inputs={"write by a non-service role": 2 * 3 * len(TABLES)})
 async def test_only_the_service_role_writes(database: Any) -> None:
     """Every table, every kind of write, both roles a browser can hold (anon with the
-    public key, authenticated with a user's token): RLS refuses each; the service role
-    (the pipeline, the Edge Functions) does them all."""
+    public key, authenticated with a token of a user who does not own the project): each is
+    refused, and neither sees a row; the service role (the pipeline, the Edge Functions) does
+    them all. What an owner may do is tests/test_rls_tenancy.py's."""
     url = database()
     apply_migrations(url)
-    # Supabase grants table privileges to these roles by default; RLS is what restricts them.
+    owner, stranger = uuid4(), uuid4()
+    ids = {"project": uuid4(), "company": uuid4(), "contact": uuid4(), "job": uuid4()}
     run_sql(
         url,
-        "grant usage on schema public to anon, authenticated, service_role; "
-        "grant all on all tables in schema public to anon, authenticated, service_role",
+        "insert into tam_projects (id, name, user_id) values (%s, 'P', %s)",
+        (ids["project"], owner),
     )
-    ids = {"project": uuid4(), "company": uuid4(), "contact": uuid4(), "job": uuid4()}
-    run_sql(url, "insert into tam_projects (id, name) values (%s, 'P')", (ids["project"],))
     run_sql(
         url,
         "insert into tam_companies (id, project_id, name, domain) values (%s, %s, 'C', 'c.com')",
@@ -329,27 +331,25 @@ async def test_only_the_service_role_writes(database: Any) -> None:
         (ids["job"], ids["project"]),
     )
     before = {table: run_sql(url, f"select * from {table} order by id") for table in TABLES}
+    params = {**ids, "owner": owner}
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        for role in ("anon", "authenticated"):
-            conn.execute(f"set role {role}".encode())
-            visible = 1 if role == "authenticated" else 0  # signed-in users read, anon nothing
+    for role in ("anon", "authenticated"):
+        claims = {"sub": str(stranger), "role": role} if role == "authenticated" else None
+        with as_role(url, role, claims) as conn:
             for table, (insert, update) in WRITES.items():
-                count = conn.execute(f"select count(*) from {table}".encode()).fetchone()
-                assert count == (visible,), (role, table)
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level"):
-                    conn.execute(insert.encode(), {**ids, "new": uuid4()})
-                assert conn.execute(update.encode()).rowcount == 0, (role, table)
-                assert conn.execute(f"delete from {table}".encode()).rowcount == 0, (role, table)
-            conn.execute(b"reset role")
+                assert refused(conn, f"select * from {table}"), (role, table)
+                assert refused(conn, insert, {**params, "new": uuid4()}), (role, table)
+                assert refused(conn, update), (role, table)
+                assert refused(conn, f"delete from {table}"), (role, table)
+                # TRUNCATE ignores RLS: only the privilege stops it.
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"truncate {table} cascade".encode())
     after = {table: run_sql(url, f"select * from {table} order by id") for table in TABLES}
     assert after == before, "a non-service role changed a row"
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(b"set role service_role")
+    with as_role(url, "service_role") as conn:
         for table, (insert, update) in WRITES.items():
-            conn.execute(insert.encode(), {**ids, "new": uuid4()})
+            conn.execute(insert.encode(), {**params, "new": uuid4()})
             assert conn.execute(update.encode()).rowcount == 2, table
         conn.execute(b"delete from tam_projects")  # cascades to every other table
-        conn.execute(b"reset role")
     assert all(run_sql(url, f"select count(*) from {table}") == [(0,)] for table in TABLES)

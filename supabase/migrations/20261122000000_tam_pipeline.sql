@@ -2,9 +2,19 @@
 --
 -- The app's tables may already exist with their original columns, so every step is
 -- idempotent: tables are created only when missing, new columns are added when missing,
--- constraints are dropped and re-added, policies are replaced. Applying this twice is safe.
+-- constraints are dropped and re-added. Applying this twice is safe.
 -- tam/schema.py declares the same tables for SQLite and plain Postgres;
 -- tests/test_schema_agrees.py proves the two agree.
+--
+-- Who may read and write which rows is 20261202000000_tam_tenancy.sql's job. An earlier
+-- version of this file created `using (true)` read policies here; that file removes them.
+--
+-- One transaction: an error anywhere (duplicate rows below, a column of an unexpected type)
+-- leaves the database exactly as it was. Apply with
+--   psql -v ON_ERROR_STOP=1 -1 -f supabase/migrations/20261122000000_tam_pipeline.sql
+-- (the begin/commit below makes a runner without -1 atomic as well).
+
+begin;
 
 -- ---------------------------------------------------------------------------------------
 -- Tables, with the columns the app has always had.
@@ -143,8 +153,52 @@ end $$;
 
 -- ---------------------------------------------------------------------------------------
 -- Unique keys (the store's upserts target exactly these) and indexes.
--- A project that already holds duplicate domains or LinkedIn URLs must be cleaned first.
+-- A project that already holds duplicate domains or LinkedIn URLs must be cleaned first:
+-- the migration refuses, naming them, rather than failing on an anonymous index build.
 -- ---------------------------------------------------------------------------------------
+do $$
+declare
+  blockers text;
+  groups integer;
+begin
+  if to_regclass('public.tam_companies_project_domain_key') is null then
+    select count(*), string_agg(format('project %s domain %s (%s rows)', project_id, domain, n),
+                                '; ' order by project_id, domain)
+             filter (where nth <= 20)
+      into groups, blockers
+      from (select project_id, domain, count(*) as n,
+                   row_number() over (order by project_id, domain) as nth
+              from public.tam_companies
+             where domain is not null
+             group by project_id, domain
+            having count(*) > 1) as dupes;
+    if groups > 0 then
+      raise exception 'tam_companies has % duplicate (project_id, domain) pairs: %', groups, blockers
+        using hint = 'Keep one row per (project_id, domain), delete the others, and apply '
+                     'again. Nothing of this migration was applied.';
+    end if;
+  end if;
+  if to_regclass('public.tam_contacts_project_linkedin_key') is null then
+    select count(*), string_agg(format('project %s linkedin_url %s (%s rows)', project_id,
+                                       linkedin_url, n),
+                                '; ' order by project_id, linkedin_url)
+             filter (where nth <= 20)
+      into groups, blockers
+      from (select project_id, linkedin_url, count(*) as n,
+                   row_number() over (order by project_id, linkedin_url) as nth
+              from public.tam_contacts
+             where linkedin_url is not null
+             group by project_id, linkedin_url
+            having count(*) > 1) as dupes;
+    if groups > 0 then
+      raise exception 'tam_contacts has % duplicate (project_id, linkedin_url) pairs: %',
+        groups, blockers
+        using hint = 'Keep one row per (project_id, linkedin_url), delete the others, and '
+                     'apply again. Nothing of this migration was applied.';
+    end if;
+  end if;
+end $$;
+
 create unique index if not exists tam_companies_project_domain_key
   on public.tam_companies (project_id, domain);
 create unique index if not exists tam_contacts_project_linkedin_key
@@ -159,38 +213,16 @@ create index if not exists tam_job_queue_status_heartbeat_idx
 create index if not exists tam_job_queue_project_idx on public.tam_job_queue (project_id);
 
 -- ---------------------------------------------------------------------------------------
--- Row level security: signed-in users read; only the service role (the pipeline, the
--- Edge Functions) writes.
+-- Row level security on, and nothing for the browser's roles: Supabase grants ALL on new
+-- tables to anon and authenticated, and TRUNCATE ignores RLS. What they may do is granted,
+-- with the policies that go with it, by 20261202000000_tam_tenancy.sql.
 -- ---------------------------------------------------------------------------------------
 alter table public.tam_projects enable row level security;
 alter table public.tam_companies enable row level security;
 alter table public.tam_contacts enable row level security;
 alter table public.tam_job_queue enable row level security;
 
-drop policy if exists tam_projects_read on public.tam_projects;
-create policy tam_projects_read on public.tam_projects
-  for select to authenticated using (true);
-drop policy if exists tam_projects_service_write on public.tam_projects;
-create policy tam_projects_service_write on public.tam_projects
-  for all to service_role using (true) with check (true);
+revoke all on table public.tam_projects, public.tam_companies, public.tam_contacts,
+  public.tam_job_queue from public, anon, authenticated;
 
-drop policy if exists tam_companies_read on public.tam_companies;
-create policy tam_companies_read on public.tam_companies
-  for select to authenticated using (true);
-drop policy if exists tam_companies_service_write on public.tam_companies;
-create policy tam_companies_service_write on public.tam_companies
-  for all to service_role using (true) with check (true);
-
-drop policy if exists tam_contacts_read on public.tam_contacts;
-create policy tam_contacts_read on public.tam_contacts
-  for select to authenticated using (true);
-drop policy if exists tam_contacts_service_write on public.tam_contacts;
-create policy tam_contacts_service_write on public.tam_contacts
-  for all to service_role using (true) with check (true);
-
-drop policy if exists tam_job_queue_read on public.tam_job_queue;
-create policy tam_job_queue_read on public.tam_job_queue
-  for select to authenticated using (true);
-drop policy if exists tam_job_queue_service_write on public.tam_job_queue;
-create policy tam_job_queue_service_write on public.tam_job_queue
-  for all to service_role using (true) with check (true);
+commit;

@@ -218,6 +218,9 @@ class SqlStore:
             "icp_profile": project.icp_profile,
             "created_at": project.created_at or utcnow(),
         }
+        if project.user_id is not None:
+            # NOTE: only when known, so Supabase's `default auth.uid()` applies otherwise.
+            values["user_id"] = project.user_id
         statement = (
             sql.insert(self.dialect, projects)
             .values(values)

@@ -68,6 +68,8 @@ class SupabaseRestStore(PostgrestTables):
     # --- projects -------------------------------------------------------------------------
     async def create_project(self, project: Project) -> Project:
         row = as_json(project, created_at=utc_iso(project.created_at or datetime.now(UTC)))
+        if project.user_id is None:
+            del row["user_id"]  # NOTE: so the column's default (auth.uid()) applies
         inserted = await self.upsert(PROJECTS, [row], "id", ignore=True)
         return to_model(Project, inserted[0]) if inserted else await self.get_project(project.id)
 
