@@ -47,7 +47,7 @@ async def run_flow(spec: dict[str, Any]) -> dict[str, Any]:
     ended = time.time()
     if sampler is not None:
         sampler.cancel()
-    store = open_store(get_settings().database_url)
+    store = open_store(settings=get_settings())
     try:
         job = await store.get_job(UUID(spec["job_id"]))
     finally:
@@ -82,7 +82,7 @@ async def _pending(spec: dict[str, Any]) -> tuple[Any, list[Any]]:
     from tam.settings import get_settings
     from tam.stores import open_store
 
-    store = open_store(get_settings().database_url)
+    store = open_store(settings=get_settings())
     try:
         project = await store.get_project(UUID(spec["project_id"]))
         companies = [

@@ -30,17 +30,17 @@ def db_init(
     from tam.settings import get_settings
     from tam.stores import open_store, redact_url
 
-    target = url or get_settings().database_url
+    # The same choice the flows and the webhook make (an explicit URL, else the settings').
+    store = open_store(url) if url else open_store(settings=get_settings())
 
     async def main() -> None:
-        store = open_store(target)
         try:
             await store.init_schema()
         finally:
             await store.close()
 
     asyncio.run(main())
-    console.print(f"[green]Schema ready[/] at {redact_url(target)}")
+    console.print(f"[green]Schema ready[/] at {redact_url(url) if url else store!r}")
 
 
 def _limits_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -159,7 +159,7 @@ def sample(
     from tam.stores import open_store
 
     async def main() -> tuple[UUID, UUID]:
-        store = open_store(get_settings().database_url)
+        store = open_store(settings=get_settings())
         try:
             await store.init_schema()
             project = await store.create_project(

@@ -106,7 +106,7 @@ async def _seed(project_id: UUID, companies: int) -> UUID:
     from tam.settings import get_settings
     from tam.stores import open_store
 
-    store = open_store(get_settings().database_url)
+    store = open_store(settings=get_settings())
     try:
         await store.init_schema()
         await store.create_project(
@@ -129,7 +129,7 @@ async def _run_pipeline(console: Console, project_id: UUID, job_id: UUID) -> Any
     from tam.settings import get_settings
     from tam.stores import NotFoundInStore, open_store
 
-    store = open_store(get_settings().database_url)
+    store = open_store(settings=get_settings())
     run = asyncio.create_task(build_tam(project_id=project_id, job_id=job_id, return_state=True))
     columns = (
         TextColumn("[bold]{task.description:<9}"),
@@ -215,7 +215,7 @@ async def _database_table(project_id: UUID) -> Table:
     from tam.settings import get_settings
     from tam.stores import open_store
 
-    store = open_store(get_settings().database_url)
+    store = open_store(settings=get_settings())
     try:
         counts = await store.count_companies(project_id)
         contacts = [c async for page in store.iter_contacts(project_id) for c in page]

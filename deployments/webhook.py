@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Security
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
@@ -38,6 +38,7 @@ from deployments.webhook_http import (
     openapi_without_422,
 )
 from deployments.webhook_models import (
+    CancelRequest,
     CancelResponse,
     ErrorResponse,
     HealthCheck,
@@ -48,15 +49,13 @@ from deployments.webhook_models import (
     job_view,
 )
 from tam.failures import redact
-from tam.job_reporter import ACTIVE
+from tam.job_transitions import ACTIVE, QUEUED_STEP, Move, Writer, guard
 from tam.models import Job, JobStatus, JobUpdate
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
 
 logger = logging.getLogger("tam.webhook")
 
-# Rows in these states may still change; a dispatch failure may overwrite them.
-NOT_COMPLETED = (JobStatus.pending, JobStatus.running, JobStatus.failed, JobStatus.cancelled)
 CANCEL_WATCH_S = 180.0
 
 
@@ -101,49 +100,80 @@ async def require_api_key(
 # --- helpers ------------------------------------------------------------------------------
 async def load_job(store: Store, job_id: UUID, project_id: UUID | None = None) -> Job:
     try:
-        job = await store.get_job(job_id)
+        job: Job | None = await store.get_job(job_id)
     except NotFoundInStore:
-        raise ApiError(404, f"Job {job_id} not found") from None
-    if project_id is not None and job.project_id != project_id:
-        # NOTE: 404 as for a missing job: in this project, the job does not exist.
-        raise ApiError(404, f"Job {job_id} not found in project {project_id}")
+        job = None
+    if job is None or (project_id is not None and job.project_id != project_id):
+        # NOTE: one answer for both: in that project the job does not exist, and a caller
+        # probing ids learns nothing about other projects' jobs.
+        raise ApiError(404, f"Job {job_id} not found")
     return job
 
 
-async def fail_dispatch(store: Store, settings: Settings, job: Job, reason: str) -> None:
-    """The job row says why dispatch failed (the frontend shows result_summary.error)."""
+async def fail_dispatch(store: Store, settings: Settings, job: Job, reason: str) -> bool:
+    """The job row says why dispatch failed (the frontend shows result_summary.error).
+
+    Only while no live run exists: the caller saw the row's run (`job.flow_run_id`) absent
+    or final, and the write is refused if the row has another run by now."""
     message = redact(reason, settings.secret_values())
     try:
-        await store.update_job(
+        return await store.update_job(
             job.id,
             JobUpdate(
                 status=JobStatus.failed,
                 result_summary={"error": message, "dispatch": True},
                 completed_at=datetime.now(UTC),
             ),
-            only_if_status=NOT_COMPLETED,
+            guard=guard(Writer.webhook, Move.dispatch_failed, flow_run_id=job.flow_run_id),
         )
     except StoreError as exc:
         logger.error("Could not mark job %s failed after a dispatch error: %s", job.id, exc)
+        return False
 
 
-async def record_run(store: Store, job: Job, run: RunInfo) -> None:
-    if job.status in (JobStatus.failed, JobStatus.cancelled) and job.flow_run_id != run.id:
-        # A new attempt of a job that ended: queued again, without the old error.
-        changed = await store.update_job(
-            job.id,
-            JobUpdate(
-                status=JobStatus.pending, progress=0, flow_run_id=run.id, current_step="queued"
-            ),
-            only_if_status=[job.status],
-        )
-        if changed:
-            await store.clear_job_result(job.id)
-        return
-    await store.update_job(job.id, JobUpdate(flow_run_id=run.id))
+async def record_run(store: Store, job: Job, run: RunInfo) -> bool:
+    """A new attempt: the row is `running`, queued for a worker, with this run and nothing
+    of the last attempt (error, result, started_at, counts). The heartbeat is the time it
+    was queued, so the attempt is not stale before a worker claims it."""
+    now = datetime.now(UTC)
+    return await store.update_job(
+        job.id,
+        JobUpdate(
+            status=JobStatus.running,
+            progress=0,
+            flow_run_id=run.id,
+            current_step=QUEUED_STEP,
+            heartbeat_at=now,
+            done_count=0,
+            total_count=0,
+            clear_result=True,
+            clear_started=True,
+        ),
+        guard=guard(Writer.webhook, Move.new_attempt, flow_run_id=job.flow_run_id),
+    )
 
 
-async def mark_cancelled(store: Store, job_id: UUID) -> bool:
+async def restore_completed(store: Store, job: Job, run: RunInfo) -> bool:
+    """Put back `completed` on a row an older Edge Function moved back to running although
+    its run completed. result_summary still holds the run's result unless a writer put an
+    error there; then the row says it was restored."""
+    summary = job.result_summary or {}
+    kept = summary if summary and "error" not in summary else {"restored": True}
+    return await store.update_job(
+        job.id,
+        JobUpdate(
+            status=JobStatus.completed,
+            progress=100,
+            current_step="done",
+            result_summary=kept,
+            completed_at=job.completed_at or datetime.now(UTC),
+        ),
+        guard=guard(Writer.webhook, Move.restore_completed, flow_run_id=run.id),
+    )
+
+
+async def mark_cancelled(store: Store, job_id: UUID, run_id: UUID | None) -> bool:
+    """End the row cancelled when its run (`run_id`, None: it has none) cannot do it."""
     return await store.update_job(
         job_id,
         JobUpdate(
@@ -151,7 +181,7 @@ async def mark_cancelled(store: Store, job_id: UUID) -> bool:
             result_summary={"error": "Cancelled by user", "cancelled": True},
             completed_at=datetime.now(UTC),
         ),
-        only_if_status=ACTIVE,
+        guard=guard(Writer.webhook, Move.cancel, flow_run_id=run_id),
     )
 
 
@@ -166,7 +196,7 @@ async def watch_cancellation(
         try:
             run = await dispatcher.read_run(run_id)
             if run is None or run.state_type == "CANCELLED":
-                await mark_cancelled(store, job_id)
+                await mark_cancelled(store, job_id, run_id)
                 return
             if run.is_final:
                 return
@@ -201,7 +231,7 @@ router = APIRouter(
 @router.post(
     "/run",
     response_model=RunResponse,
-    responses=errors(404, 413, 502),
+    responses=errors(404, 409, 413, 502),
     summary="Start the Prefect flow run for a job (idempotent per job)",
 )
 async def run_job(
@@ -210,7 +240,7 @@ async def run_job(
     store: StoreDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
-) -> RunResponse:
+) -> Any:
     from flows import FLOWS
 
     job = await load_job(store, body.jobId, body.projectId)
@@ -220,31 +250,51 @@ async def run_job(
             f"jobType: the job is a {job.job_type!r} job, not {body.jobType!r}",
             field="jobType",
         )
+    if job.status == JobStatus.completed:
+        # NOTE: the row is untouched: finished work is never redone over its result.
+        raise ApiError(409, f"Job {job.id} already completed")
     try:
         previous = await dispatcher.read_run(job.flow_run_id) if job.flow_run_id else None
-        if previous is not None and not previous.ended_unfinished:
-            # Still scheduled, running or retrying, or already completed: the same run.
-            run, reused = previous, True
-        else:
-            spec = run_spec(
-                FLOWS[body.jobType].name,
-                body.jobType,
-                project_id=job.project_id,
-                job_id=job.id,
-                previous_run_id=job.flow_run_id,
-                deployment_name=request.app.state.deployment_name,
-            )
-            run = await dispatcher.start_run(spec)
-            reused = run.id == job.flow_run_id
     except PrefectUnavailable as exc:
-        reason = f"Could not dispatch the job: {exc}"
-        await fail_dispatch(store, settings, job, reason)
-        raise ApiError(502, reason) from exc
-    except DeploymentMissing as exc:
-        reason = f"Could not dispatch the job: {exc}"
-        await fail_dispatch(store, settings, job, reason)
-        raise ApiError(503, reason) from exc
-    await record_run(store, job, run)
+        # The row's run may be alive (this may be a duplicate dispatch during an outage):
+        # a dispatch error never fails a job whose run may be alive.
+        raise ApiError(502, f"Could not dispatch the job: {exc}") from exc
+    if previous is not None and previous.state_type == "COMPLETED" and job.status in ACTIVE:
+        # An older Edge Function moved the completed job back to running.
+        restored = await restore_completed(store, job, previous)
+        logger.warning("Job %s: its run %s completed; row restored", job.id, previous.id)
+        return JSONResponse(
+            {
+                "error": f"Job {job.id} already completed",
+                "restored": restored,
+                "taskId": str(previous.id),
+                "flowRunId": str(previous.id),
+            },
+            status_code=409,
+        )
+    if previous is not None and not previous.is_final:
+        # Still scheduled, running or retrying: the same run.
+        run, reused = previous, True
+    else:
+        # No run yet, Prefect no longer knows it, or it ended: a new attempt.
+        spec = run_spec(
+            FLOWS[body.jobType].name,
+            body.jobType,
+            project_id=job.project_id,
+            job_id=job.id,
+            previous_run_id=job.flow_run_id,
+            deployment_name=request.app.state.deployment_name,
+        )
+        try:
+            run = await dispatcher.start_run(spec)
+        except (PrefectUnavailable, DeploymentMissing) as exc:
+            reason = f"Could not dispatch the job: {exc}"
+            await fail_dispatch(store, settings, job, reason)
+            status = 502 if isinstance(exc, PrefectUnavailable) else 503
+            raise ApiError(status, reason) from exc
+        reused = run.id == job.flow_run_id
+        if not reused:
+            await record_run(store, job, run)
     logger.info(
         "Job %s (%s) -> flow run %s [%s]%s",
         job.id,
@@ -269,8 +319,13 @@ async def run_job(
     responses=errors(404),
     summary="A job's status and progress",
 )
-async def get_job(jobId: UUID, store: StoreDep, dispatcher: DispatcherDep) -> JobView:
-    job = await load_job(store, jobId)
+async def get_job(
+    jobId: UUID,
+    projectId: Annotated[UUID, Query(description="tam_projects.id the job belongs to")],
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+) -> JobView:
+    job = await load_job(store, jobId, projectId)
     url = dispatcher.run_url(job.flow_run_id) if job.flow_run_id else None
     return job_view(job, url, now=datetime.now(UTC))
 
@@ -289,8 +344,15 @@ async def cancel_job(
     request: Request,
     store: StoreDep,
     dispatcher: DispatcherDep,
+    projectId: Annotated[
+        UUID | None, Query(description="tam_projects.id (or in the JSON body)")
+    ] = None,
+    body: Annotated[CancelRequest | None, Body()] = None,
 ) -> Any:
-    job = await load_job(store, jobId)
+    project_id = projectId or (body.projectId if body else None)
+    if project_id is None:
+        raise ApiError(400, "projectId: required (query parameter or JSON body)", field="projectId")
+    job = await load_job(store, jobId, project_id)
     if job.status == JobStatus.cancelled:
         return CancelResponse(
             jobId=job.id, status=job.status, flowRunId=job.flow_run_id, message="Already cancelled"
@@ -303,7 +365,7 @@ async def cancel_job(
         raise ApiError(502, f"Could not cancel the flow run: {exc}") from exc
     if run is None or run.is_final:
         # Nothing is running it (never dispatched, run gone, or ended): end the row here.
-        await mark_cancelled(store, job.id)
+        await mark_cancelled(store, job.id, job.flow_run_id)
         current = await store.get_job(job.id)
         return CancelResponse(
             jobId=job.id,

@@ -24,8 +24,6 @@ logger = logging.getLogger("tam.webhook")
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 # A final run that did not finish its work: dispatching the job again starts a new attempt.
 UNFINISHED_STATES = frozenset({"FAILED", "CANCELLED", "CRASHED"})
-# Nothing executes a run in these states yet, so nothing would act on "Cancelling".
-NOT_STARTED_STATES = frozenset({"SCHEDULED"})
 
 
 class PrefectUnavailable(Exception):
@@ -186,8 +184,17 @@ class PrefectDispatcher:
                 return None
 
     async def cancel_run(self, flow_run_id: UUID) -> RunInfo | None:
+        """Ask Prefect to cancel the run, never forcing a state over a worker.
+
+        Cancelling is proposed without force: Prefect's own rule turns it into Cancelled,
+        in the same transaction, when the run is Scheduled and no worker holds it (nothing
+        to stop), and accepts it as Cancelling once a worker picked it up (Pending,
+        Running): that worker stops the run and its on_cancellation hook ends the row. A
+        forced Cancelled decided on a state read a moment earlier could land on a run a
+        worker is starting, which would then run with its row cancelled.
+        """
         from prefect.exceptions import ObjectNotFound
-        from prefect.states import Cancelled, Cancelling
+        from prefect.states import Cancelling
 
         async with self._client() as client:
             try:
@@ -196,14 +203,9 @@ class PrefectDispatcher:
                 return None
             if run.is_final:
                 return run
-            if run.state_type in NOT_STARTED_STATES:
-                # No process to stop: end the run here (its cancellation hook never runs).
-                state = Cancelled(message="Cancelled through the dispatch webhook")
-            else:
-                # The worker or `serve` process sees Cancelling, stops the run and runs
-                # the flow's on_cancellation hook, which ends the job row.
-                state = Cancelling(message="Cancelled through the dispatch webhook")
-            await client.set_flow_run_state(flow_run_id, state, force=True)
+            await client.set_flow_run_state(
+                flow_run_id, Cancelling(message="Cancelled through the dispatch webhook")
+            )
             return _info(await client.read_flow_run(flow_run_id))
 
     async def check(self) -> None:

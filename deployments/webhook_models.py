@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tam.job_transitions import QUEUED_STEP
 from tam.models import Job, JobStatus
 
 
@@ -58,6 +59,9 @@ class JobView(BaseModel):
     status: JobStatus
     progress: int
     currentStep: str | None = None
+    queuedSeconds: float | None = Field(
+        default=None, description="How long the job has waited for a worker (step `queued`)"
+    )
     done: int | None = None
     total: int | None = None
     estimatedSecondsRemaining: float | None = None
@@ -70,6 +74,14 @@ class JobView(BaseModel):
     startedAt: datetime | None = None
     heartbeatAt: datetime | None = None
     completedAt: datetime | None = None
+
+
+class CancelRequest(BaseModel):
+    """The optional JSON body of a cancel; `projectId` may come as a query parameter instead."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    projectId: UUID | None = Field(default=None, description="tam_projects.id of the job")
 
 
 class CancelResponse(BaseModel):
@@ -110,6 +122,15 @@ def estimate_remaining_s(job: Job, now: datetime) -> float | None:
     return round(max(total - done, 0) * elapsed / done, 1)
 
 
+def queued_s(job: Job, now: datetime) -> float | None:
+    """Seconds since the job was queued while it waits for a worker (the webhook stamps
+    the heartbeat when it queues; no run has claimed it: started_at NULL)."""
+    waiting = job.status == JobStatus.running and job.started_at is None
+    if not waiting or job.current_step != QUEUED_STEP or job.heartbeat_at is None:
+        return None
+    return round(max((now - job.heartbeat_at).total_seconds(), 0.0), 1)
+
+
 def job_view(job: Job, prefect_url: str | None, *, now: datetime) -> JobView:
     return JobView(
         jobId=job.id,
@@ -118,6 +139,7 @@ def job_view(job: Job, prefect_url: str | None, *, now: datetime) -> JobView:
         status=job.status,
         progress=job.progress,
         currentStep=job.current_step,
+        queuedSeconds=queued_s(job, now),
         done=job.done_count,
         total=job.total_count,
         estimatedSecondsRemaining=estimate_remaining_s(job, now),

@@ -25,7 +25,7 @@ async def refine_all_projects() -> dict[str, Any]:
     """
     logger = get_run_logger()
     settings = get_settings()
-    store = open_store(settings.database_url)
+    store = open_store(settings=settings)
     results: list[dict[str, Any]] = []
     try:
         await store.init_schema()

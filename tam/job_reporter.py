@@ -11,12 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from tam.job_transitions import Move, Writer, guard
 from tam.models import Job, JobStatus, JobUpdate
 from tam.stores.base import Store, StoreError
 
 ProgressSink = Callable[[int, str | None], Awaitable[None]]
 
 ACTIVE = (JobStatus.pending, JobStatus.running)
+
+
+class ClaimRefused(StoreError):
+    """The job row may not be claimed (it completed, or is gone): the run must not work."""
 
 
 def utcnow() -> datetime:
@@ -29,8 +34,9 @@ class JobReporter:
     Progress is written at most every `progress_interval_s` (the frontend polls every few
     seconds; more writes would only load the database) and always as 100 at the end.
     A heartbeat is written every `heartbeat_interval_s` even when nothing moves, so the
-    reaper can tell a slow job from a dead one. Final writes are compare-and-set on an
-    active status, so a late hook never overwrites a final state.
+    reaper can tell a slow job from a dead one. Every write is a compare-and-set with the
+    run's guard from tam.job_transitions: only while this run owns the row (its
+    flow_run_id), so an older attempt or a late hook never overwrites the newer state.
     """
 
     def __init__(
@@ -57,15 +63,18 @@ class JobReporter:
         self._last_write = 0.0
         self._pump_task: asyncio.Task[None] | None = None
         self._written_progress = -1
+        self.flow_run_id: UUID | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self, *, flow_run_id: UUID | None, step: str, job: Job | None = None) -> Job:
-        """Mark the job running (one UPDATE). `job` is the row as the caller just read it;
-        without it the row is read here."""
+        """Claim the job: mark it running, started now (one UPDATE). `job` is the row as the
+        caller just read it; without it the row is read here. Raises ClaimRefused when the
+        row is completed: a duplicate run must not redo finished work over its result."""
         job = job or await self.store.get_job(self.job_id)
         now = utcnow()
         self.step_text = step
-        await self.store.update_job(
+        self.flow_run_id = flow_run_id
+        claimed = await self.store.update_job(
             self.job_id,
             JobUpdate(
                 status=JobStatus.running,
@@ -80,7 +89,10 @@ class JobReporter:
                 # A re-run after a failure must not keep the old error or completion time.
                 clear_result=True,
             ),
+            guard=guard(Writer.run, Move.claim),
         )
+        if not claimed:
+            raise ClaimRefused(f"job {self.job_id} is {job.status.value}: not started again")
         self._last_write = time.monotonic()
         self._pump_task = asyncio.create_task(self._pump())
         return job
@@ -138,6 +150,10 @@ class JobReporter:
             await self.store.update_job(
                 self.job_id,
                 JobUpdate(
+                    # NOTE: status and the emptied result restate the claim, so a
+                    # dispatch-failure mark made while this run was alive is undone.
+                    status=JobStatus.running,
+                    clear_result=True,
                     progress=progress,
                     done_count=self.done,
                     total_count=self.total,
@@ -145,7 +161,7 @@ class JobReporter:
                     heartbeat_at=utcnow(),
                     cost_usd=round(self.cost_usd, 6),
                 ),
-                only_if_status=ACTIVE,
+                guard=guard(Writer.run, Move.progress, flow_run_id=self.flow_run_id),
             )
         except StoreError as exc:
             # The run goes on; the next tick writes again.
@@ -181,11 +197,17 @@ class JobReporter:
             current_step="done" if status == JobStatus.completed else self.step_text,
             cost_usd=round(self.cost_usd, 6),
         )
+        move = {
+            JobStatus.completed: Move.complete,
+            JobStatus.failed: Move.fail,
+            JobStatus.cancelled: Move.cancel,
+        }[status]
+        cas = guard(Writer.run, move, flow_run_id=self.flow_run_id)
         delay = 0.5
         deadline = time.monotonic() + 120
         while True:
             try:
-                changed = await self.store.update_job(self.job_id, update, only_if_status=ACTIVE)
+                changed = await self.store.update_job(self.job_id, update, guard=cas)
                 break
             except StoreError as exc:
                 if time.monotonic() > deadline:

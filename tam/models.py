@@ -264,12 +264,17 @@ class JobUpdate(BaseModel):
     # Also empty result_summary and completed_at (a new attempt must not show the last
     # attempt's outcome); the same statement as the rest, so a start is one round trip.
     clear_result: bool = False
+    # Also empty started_at: a new attempt queued for a worker is claimed by no run yet.
+    clear_started: bool = False
 
     def changes(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
-        """The columns to set: every field that is not None, plus the emptied result."""
-        values = self.model_dump(mode=mode, exclude_none=True, exclude={"clear_result"})
+        """The columns to set: every field that is not None, plus the emptied ones."""
+        flags = {"clear_result", "clear_started"}
+        values = self.model_dump(mode=mode, exclude_none=True, exclude=flags)
         if self.clear_result:
             values.update(result_summary=None, completed_at=None)
+        if self.clear_started:
+            values.update(started_at=None)
         return values
 
 

@@ -1,8 +1,9 @@
 """Flow state hooks: whatever ends a flow run, its job row ends final too.
 
 The flow body marks its own failures; these hooks catch what it cannot see (a crash, a
-cancellation from the UI, a failure before the body ran). Writes are compare-and-set on an
-active status, so they never overwrite a state the flow already wrote.
+cancellation from the UI, a failure before the body ran). Writes are compare-and-set with
+the hook's guard from tam.job_transitions: an active row whose flow_run_id is this run, so
+they never overwrite a state the flow already wrote, nor a newer attempt's row.
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ from typing import Any
 from uuid import UUID
 
 from tam.failures import redact
-from tam.job_reporter import ACTIVE, utcnow
+from tam.job_reporter import utcnow
+from tam.job_transitions import Move, Writer, guard
 from tam.models import JobStatus, JobUpdate
 from tam.settings import get_settings
 from tam.stores import open_store
+
+
+def _run_id(flow_run: Any) -> UUID | None:
+    try:
+        return UUID(str(flow_run.id))
+    except (TypeError, ValueError):
+        return None
 
 
 def _job_id(flow_run: Any) -> UUID | None:
@@ -30,7 +39,8 @@ async def _mark(flow_run: Any, status: JobStatus, message: str) -> None:
     if job_id is None:
         return
     settings = get_settings()
-    store = open_store(settings.database_url)
+    store = open_store(settings=settings)
+    move = Move.cancel if status == JobStatus.cancelled else Move.fail
     try:
         await store.update_job(
             job_id,
@@ -39,7 +49,7 @@ async def _mark(flow_run: Any, status: JobStatus, message: str) -> None:
                 result_summary={"error": redact(message, settings.secret_values())},
                 completed_at=utcnow(),
             ),
-            only_if_status=ACTIVE,
+            guard=guard(Writer.hook, move, flow_run_id=_run_id(flow_run)),
         )
     finally:
         await store.close()

@@ -174,7 +174,9 @@ async def job_session(
     flow_run_id = _current_flow_run_id()
     # Runs started from the UI or CLI without a job row get one whose id is the run's.
     job_id = job_id or flow_run_id or uuid4()
-    store = open_store(settings.database_url)
+    # NOTE: settings, not settings.database_url: with SUPABASE_URL + key and no
+    # TAM_DATABASE_URL the flows must write where the webhook does (the Supabase REST store).
+    store = open_store(settings=settings)
     try:
         job = await _claim_job_row(store, job_type, project_id, job_id)
         if job.project_id != project_id:

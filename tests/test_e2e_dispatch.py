@@ -241,7 +241,9 @@ async def test_dispatched_job_completes_once(
     late = await stack.post_job(project_id, job_id)
     assert UUID(late.json()["taskId"]) == run_id
     async with httpx.AsyncClient(headers={"x-api-key": SERVICE_KEY}) as http:
-        view = (await http.get(f"{stack.url}/api/tam/jobs/{job_id}")).json()
+        view = (
+            await http.get(f"{stack.url}/api/tam/jobs/{job_id}", params={"projectId": project_id})
+        ).json()
     assert view["status"] == "completed" and view["flowRunId"] == str(run_id)
     assert view["prefectUrl"].endswith(f"/runs/flow-run/{run_id}")
 
@@ -264,7 +266,9 @@ async def test_cancel_through_the_api_ends_the_job_cancelled(
 
     await wait_for(working, timeout=90, what="the flow run to start qualifying")
     async with httpx.AsyncClient(headers={"x-api-key": SERVICE_KEY}, timeout=30) as http:
-        cancel = await http.post(f"{stack.url}/api/tam/jobs/{job_id}/cancel")
+        cancel = await http.post(
+            f"{stack.url}/api/tam/jobs/{job_id}/cancel", json={"projectId": str(project_id)}
+        )
     assert cancel.status_code == 202, cancel.text
 
     job = await final_job(db, job_id, 90, stack)

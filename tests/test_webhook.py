@@ -224,7 +224,7 @@ async def test_same_job_while_its_run_is_live_gets_the_same_run(
     run_id = first.json()["taskId"]
     assert second.json()["taskId"] == run_id and len(dispatcher.by_key) == 1
 
-    for state in ("RUNNING", "PAUSED", "CANCELLING", "COMPLETED"):
+    for state in ("RUNNING", "PAUSED", "CANCELLING"):
         dispatcher.set_state(UUID(run_id), state)
         again = await client.post("/api/tam/run", json=payload, headers=HEADERS)
         assert again.status_code == 200
@@ -250,7 +250,8 @@ async def test_a_job_whose_run_ended_unfinished_gets_a_new_attempt(
     assert second != first and answer.json()["deduplicated"] is False
     assert dispatcher.specs[-1].idempotency_key == attempt_key(job_id, first)
     job = await db.get_job(job_id)
-    assert (job.flow_run_id, job.status, job.result_summary) == (second, JobStatus.pending, None)
+    assert (job.flow_run_id, job.status, job.result_summary) == (second, JobStatus.running, None)
+    assert job.current_step == "queued" and job.started_at is None
     # ...and that attempt is itself idempotent.
     again = await client.post("/api/tam/run", json=payload, headers=HEADERS)
     assert UUID(again.json()["taskId"]) == second
@@ -342,9 +343,16 @@ async def test_unknown_job_or_other_project_is_404(
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
     foreign = await client.post("/api/tam/run", json=body(other_project, job_id), headers=HEADERS)
     assert foreign.status_code == 404
-    assert (await client.get(f"/api/tam/jobs/{uuid4()}", headers=HEADERS)).status_code == 404
-    cancel = await client.post(f"/api/tam/jobs/{uuid4()}/cancel", headers=HEADERS)
-    assert cancel.status_code == 404
+    # GET and cancel: one answer whether the job is missing or another project's.
+    for job in (uuid4(), job_id):
+        view = await client.get(f"/api/tam/jobs/{job}?projectId={other_project}", headers=HEADERS)
+        cancel = await client.post(
+            f"/api/tam/jobs/{job}/cancel", json={"projectId": str(other_project)}, headers=HEADERS
+        )
+        assert view.status_code == cancel.status_code == 404
+        assert view.json()["error"] == cancel.json()["error"] == f"Job {job} not found"
+    assert foreign.json()["error"] == f"Job {job_id} not found"
+    assert (await db.get_job(job_id)).status == JobStatus.pending
     assert dispatcher.specs == []
 
 
@@ -410,7 +418,7 @@ async def test_database_down_is_503(
         raise StoreError("database unavailable (postgresql://u:***@h/db): refused")
 
     db.get_job = get_job  # type: ignore[method-assign]
-    answer = await client.get(f"/api/tam/jobs/{uuid4()}", headers=HEADERS)
+    answer = await client.get(f"/api/tam/jobs/{uuid4()}?projectId={uuid4()}", headers=HEADERS)
     assert answer.status_code == 503
     assert answer.json() == {
         "error": "Database unavailable",
@@ -422,7 +430,7 @@ async def test_database_down_is_503(
 async def test_job_view_has_progress_eta_and_prefect_link(
     client: httpx.AsyncClient, db: Store
 ) -> None:
-    _, job_id = await new_job(db)
+    project_id, job_id = await new_job(db)
     run_id = uuid4()
     started = datetime.now(UTC) - timedelta(seconds=60)
     await db.update_job(
@@ -437,7 +445,8 @@ async def test_job_view_has_progress_eta_and_prefect_link(
             total_count=100,
         ),
     )
-    data = (await client.get(f"/api/tam/jobs/{job_id}", headers=HEADERS)).json()
+    view = f"/api/tam/jobs/{job_id}?projectId={project_id}"
+    data = (await client.get(view, headers=HEADERS)).json()
     assert (data["status"], data["progress"], data["done"], data["total"]) == (
         "running",
         25,
@@ -451,10 +460,12 @@ async def test_job_view_has_progress_eta_and_prefect_link(
     await db.update_job(
         job_id, JobUpdate(status=JobStatus.completed, progress=100, result_summary={"total": 100})
     )
-    done = (await client.get(f"/api/tam/jobs/{job_id}", headers=HEADERS)).json()
+    done = (await client.get(view, headers=HEADERS)).json()
     assert done["estimatedSecondsRemaining"] == 0 and done["resultSummary"] == {"total": 100}
-    bad = await client.get("/api/tam/jobs/nope", headers=HEADERS)
+    bad = await client.get(f"/api/tam/jobs/nope?projectId={project_id}", headers=HEADERS)
     assert bad.status_code == 400 and bad.json()["field"] == "jobId"
+    unscoped = await client.get(f"/api/tam/jobs/{job_id}", headers=HEADERS)
+    assert unscoped.status_code == 400 and unscoped.json()["field"] == "projectId"
 
 
 async def test_cancel_a_running_job_goes_through_prefect(
@@ -469,7 +480,8 @@ async def test_cancel_a_running_job_goes_through_prefect(
     dispatcher.set_state(run_id, "RUNNING")
     await db.update_job(job_id, JobUpdate(status=JobStatus.running))
 
-    answer = await client.post(f"/api/tam/jobs/{job_id}/cancel", headers=HEADERS)
+    cancel_url = f"/api/tam/jobs/{job_id}/cancel?projectId={project_id}"
+    answer = await client.post(cancel_url, headers=HEADERS)
     assert answer.status_code == 202
     assert answer.json()["flowRunState"] == "Cancelling" and dispatcher.cancelled == [run_id]
     # The worker stops the run; if its hook never reports, the webhook's watcher does.
@@ -480,26 +492,36 @@ async def test_cancel_a_running_job_goes_through_prefect(
         await asyncio.sleep(0.1)
     assert (await db.get_job(job_id)).status == JobStatus.cancelled
 
-    again = await client.post(f"/api/tam/jobs/{job_id}/cancel", headers=HEADERS)
+    again = await client.post(cancel_url, headers=HEADERS)
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
 
 async def test_cancel_without_a_live_run_ends_the_row_here(
     client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
 ) -> None:
-    _, never_dispatched = await new_job(db)
-    answer = await client.post(f"/api/tam/jobs/{never_dispatched}/cancel", headers=HEADERS)
+    project_id, never_dispatched = await new_job(db)
+    unscoped = await client.post(f"/api/tam/jobs/{never_dispatched}/cancel", headers=HEADERS)
+    assert unscoped.status_code == 400 and unscoped.json()["field"] == "projectId"
+    answer = await client.post(
+        f"/api/tam/jobs/{never_dispatched}/cancel",
+        json={"projectId": str(project_id)},
+        headers=HEADERS,
+    )
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
 
     project_id, scheduled = await new_job(db)
     await client.post("/api/tam/run", json=body(project_id, scheduled), headers=HEADERS)
-    answer = await client.post(f"/api/tam/jobs/{scheduled}/cancel", headers=HEADERS)
+    answer = await client.post(
+        f"/api/tam/jobs/{scheduled}/cancel?projectId={project_id}", headers=HEADERS
+    )
     assert answer.status_code == 200 and answer.json()["flowRunState"] == "Cancelled"
     assert (await db.get_job(scheduled)).status == JobStatus.cancelled
 
-    _, completed = await new_job(db)
+    project_id, completed = await new_job(db)
     await db.update_job(completed, JobUpdate(status=JobStatus.completed))
-    conflict = await client.post(f"/api/tam/jobs/{completed}/cancel", headers=HEADERS)
+    conflict = await client.post(
+        f"/api/tam/jobs/{completed}/cancel?projectId={project_id}", headers=HEADERS
+    )
     assert conflict.status_code == 409 and "completed" in conflict.json()["error"]
 
 
@@ -511,7 +533,9 @@ async def test_cancel_when_prefect_is_down_is_502_and_leaves_the_row(
     await db.update_job(job_id, JobUpdate(status=JobStatus.running))
     dispatcher.fail_with = PrefectUnavailable("down")
     dispatcher.cancel_run = dispatcher.read_run  # type: ignore[method-assign]
-    answer = await client.post(f"/api/tam/jobs/{job_id}/cancel", headers=HEADERS)
+    answer = await client.post(
+        f"/api/tam/jobs/{job_id}/cancel?projectId={project_id}", headers=HEADERS
+    )
     assert answer.status_code == 502
     assert (await db.get_job(job_id)).status == JobStatus.running
 
@@ -544,7 +568,17 @@ async def test_healthz_reports_database_and_prefect(
 async def test_openapi_schema_matches_the_answers(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     run_op = schema["paths"]["/api/tam/run"]["post"]
-    assert set(run_op["responses"]) == {"200", "400", "401", "404", "413", "500", "502", "503"}
+    assert set(run_op["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "404",
+        "409",
+        "413",
+        "500",
+        "502",
+        "503",
+    }
     cancel_op = schema["paths"]["/api/tam/jobs/{jobId}/cancel"]["post"]
     assert {"200", "202", "409", "502"} <= set(cancel_op["responses"])
     assert set(schema["paths"]["/healthz"]["get"]["responses"]) == {"200", "503"}
@@ -624,9 +658,13 @@ async def test_real_prefect_idempotency_and_cancel_of_a_scheduled_run(
         assert run.idempotency_key == attempt_key(job_id, None)
         assert f"job:{job_id}" in run.tags and run.parameters["job_id"] == str(job_id)
 
-        cancel = await c.post(f"/api/tam/jobs/{job_id}/cancel", headers=HEADERS)
+        cancel = await c.post(
+            f"/api/tam/jobs/{job_id}/cancel?projectId={project_id}", headers=HEADERS
+        )
         assert cancel.status_code == 200 and cancel.json()["flowRunState"] == "Cancelled"
         assert (await db.get_job(job_id)).status == JobStatus.cancelled
 
-        view = (await c.get(f"/api/tam/jobs/{job_id}", headers=HEADERS)).json()
+        view = (
+            await c.get(f"/api/tam/jobs/{job_id}?projectId={project_id}", headers=HEADERS)
+        ).json()
         assert view["prefectUrl"] == f"{prefect_server.ui_url}/runs/flow-run/{run_id}"

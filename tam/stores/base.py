@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from tam.job_transitions import JobGuard
 from tam.models import (
     Company,
     Contact,
@@ -133,11 +134,17 @@ class Store(Protocol):
         ...
 
     async def update_job(
-        self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
+        self,
+        job_id: UUID,
+        update: JobUpdate,
+        *,
+        only_if_status: Sequence[JobStatus] = (),
+        guard: JobGuard | None = None,
     ) -> bool:
-        """Apply the set fields. With `only_if_status`, only when the row's status is one of
-        them (a compare-and-set, so a late hook cannot overwrite a final state).
-        Returns whether a row changed."""
+        """Apply the set fields. With `guard` (tam.job_transitions), only when the row meets
+        it; `only_if_status` is the plain guard "status is one of them". Either is a
+        compare-and-set in the same statement, so a late writer cannot overwrite a state
+        another writer set meanwhile. Returns whether a row changed."""
         ...
 
     async def clear_job_result(self, job_id: UUID) -> None:

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 
+from tam.job_transitions import JobGuard
 from tam.models import (
     Company,
     Contact,
@@ -405,15 +406,22 @@ class SqlStore:
         return to_model(Job, rows[0])
 
     async def update_job(
-        self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
+        self,
+        job_id: UUID,
+        update: JobUpdate,
+        *,
+        only_if_status: Sequence[JobStatus] = (),
+        guard: JobGuard | None = None,
     ) -> bool:
         values = {k: plain(v) for k, v in update.changes().items()}
         if not values:
             return False
         statement = sa.update(jobs).where(jobs.c.id == job_id).values(values)
         if only_if_status:
+            guard = guard or JobGuard.statuses(only_if_status)
+        if guard is not None:
             # One conditional UPDATE: the check and the write cannot be interleaved.
-            statement = statement.where(jobs.c.status.in_([plain(s) for s in only_if_status]))
+            statement = statement.where(sql.job_guard(guard))
         return (await self._execute([(statement, None)])).rowcount > 0
 
     async def clear_job_result(self, job_id: UUID) -> None:

@@ -10,6 +10,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tam.job_transitions import JobGuard, RowCondition
 from tam.models import NEEDS_REVIEW_PREFIX, QualificationStatus
 from tam.schema import JsonDoc, UtcDateTime, companies, contacts, jobs
 
@@ -143,6 +144,28 @@ def heartbeat_before(cutoff: datetime) -> sa.ColumnElement[bool]:
         c.heartbeat_at < at,
         c.heartbeat_at.is_(None) & (sa.func.coalesce(c.started_at, c.created_at) < at),
     )
+
+
+def job_guard(guard: JobGuard) -> sa.ColumnElement[bool]:
+    """The WHERE of a guarded job update: the row meets any one of the guard's conditions."""
+    return sa.or_(sa.false(), *(_row_condition(c) for c in guard.any_of))
+
+
+def _row_condition(condition: RowCondition) -> sa.ColumnElement[bool]:
+    c = jobs.c
+    parts: list[sa.ColumnElement[bool]] = [
+        c.status.in_(sorted(s.value for s in condition.statuses))
+    ]
+    if condition.check_run:
+        run = condition.flow_run_id
+        parts.append(c.flow_run_id.is_(None) if run is None else c.flow_run_id == run)
+    if condition.started is not None:
+        parts.append(c.started_at.is_not(None) if condition.started else c.started_at.is_(None))
+    if condition.dispatch_failed:
+        parts.append(c.result_summary["dispatch"].as_boolean().is_(True))
+    if condition.stale_before is not None:
+        parts.append(heartbeat_before(condition.stale_before))
+    return sa.and_(*parts)
 
 
 def linkedin_check_due(checked_before: datetime | None) -> sa.ColumnElement[bool]:

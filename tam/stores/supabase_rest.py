@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from tam.job_transitions import JobGuard, RowCondition
 from tam.models import (
     NEEDS_REVIEW_PREFIX,
     Company,
@@ -303,15 +304,22 @@ class SupabaseRestStore(PostgrestTables):
         return to_model(Job, rows[0])
 
     async def update_job(
-        self, job_id: UUID, update: JobUpdate, *, only_if_status: Sequence[JobStatus] = ()
+        self,
+        job_id: UUID,
+        update: JobUpdate,
+        *,
+        only_if_status: Sequence[JobStatus] = (),
+        guard: JobGuard | None = None,
     ) -> bool:
         values = update.changes(mode="json")
         if not values:
             return False
         query = self.table(JOBS).update(values).eq("id", str(job_id))
         if only_if_status:
+            guard = guard or JobGuard.statuses(only_if_status)
+        if guard is not None:
             # One conditional PATCH: the check and the write cannot be interleaved.
-            query = query.in_("status", [JobStatus(s).value for s in only_if_status])
+            query = query.or_(",".join(_row_condition(c) for c in guard.any_of) or "id.is.null")
         return bool(await self.rows(query))
 
     async def clear_job_result(self, job_id: UUID) -> None:
@@ -348,3 +356,24 @@ class SupabaseRestStore(PostgrestTables):
             if len(rows) < size:
                 break
         return jobs
+
+
+def _row_condition(condition: RowCondition) -> str:
+    """One guard condition as a PostgREST logic tree, `and(...)`."""
+    statuses = ",".join(sorted(s.value for s in condition.statuses))
+    parts = [f"status.in.({statuses})"]
+    if condition.check_run:
+        run = condition.flow_run_id
+        parts.append("flow_run_id.is.null" if run is None else f"flow_run_id.eq.{run}")
+    if condition.started is not None:
+        parts.append("started_at.not.is.null" if condition.started else "started_at.is.null")
+    if condition.dispatch_failed:
+        parts.append("result_summary->>dispatch.eq.true")
+    if condition.stale_before is not None:
+        at = utc_iso(condition.stale_before)
+        # NOTE: quoted: a timestamp holds ':' and '.', reserved in the logic-tree syntax.
+        parts.append(
+            f'or(heartbeat_at.lt."{at}",and(heartbeat_at.is.null,started_at.lt."{at}"),'
+            f'and(heartbeat_at.is.null,started_at.is.null,created_at.lt."{at}"))'
+        )
+    return f"and({','.join(parts)})"
