@@ -24,6 +24,7 @@ demo: $(STAMP)
 ## Lint, type-check and the whole test suite (starts its own Postgres and Prefect server).
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-deno.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
