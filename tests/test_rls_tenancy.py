@@ -10,6 +10,8 @@ by name without applying anything.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +20,13 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+import respx
 
 from deployments.local_postgres import bin_dir
 from tam.models import Project
+from tam.settings import Settings
 from tam.stores import open_store
+from tests.fixtures.postgrest import KEY, URL, FakePostgrest
 from tests.fixtures.supabase import (
     MIGRATIONS,
     apply_migrations,
@@ -638,6 +643,14 @@ def test_a_duplicate_pair_fails_the_migration_by_name_and_applies_nothing(
     assert run_sql(url, "select count(*) from tam_projects where user_id is null") == [(1,)]
 
 
+def test_the_files_leave_the_transaction_to_their_runner() -> None:
+    """A COMMIT inside a migration ends `supabase db push`'s per-file transaction early, and
+    the CLI then skips the rest (supabase/cli#5047); psql gets `-1` (README.md)."""
+    for path in MIGRATIONS:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(begin|commit|rollback)\s*;", text, re.I | re.M), path
+
+
 def test_duplicate_contacts_are_named_too(supabase_database: Callable[[], str]) -> None:
     url = supabase_database()
     run_sql(url, ORIGINAL_TABLES)
@@ -686,3 +699,27 @@ async def test_the_embedded_store_keeps_the_owner(sqlite_url: str) -> None:
         assert (await store.get_project(project.id)).user_id == owner
     finally:
         await store.close()
+
+
+async def test_the_rest_store_keeps_the_owner() -> None:
+    """Through PostgREST (the FakePostgrest of tests/fixtures/postgrest.py): the owner goes
+    out when known, and is left out otherwise so the column's `default auth.uid()` applies."""
+    fake = FakePostgrest()
+    settings = Settings(supabase_url=URL, supabase_service_role_key=KEY)  # type: ignore[arg-type]
+    owner = uuid4()
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.route(url__startswith=f"{URL}/rest/v1/").mock(side_effect=fake)
+        store = open_store("supabase://fakeref", settings=settings)
+        try:
+            owned = await store.create_project(Project(id=uuid4(), name="Owned", user_id=owner))
+            ownerless = await store.create_project(Project(id=uuid4(), name="Nobody's"))
+            assert (await store.get_project(owned.id)).user_id == owner
+            assert (await store.get_project(ownerless.id)).user_id is None
+        finally:
+            await store.close()
+    fake.engine.dispose()
+    sent = [json.loads(r.content) for r in fake.requests if r.method == "POST"]
+    assert [("user_id" in row[0], row[0].get("user_id")) for row in sent] == [
+        (True, str(owner)),
+        (False, None),
+    ]

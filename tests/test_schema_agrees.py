@@ -1,7 +1,8 @@
 """The Supabase migration and tam/schema.py describe the same tables, and the migration is safe.
 
 The migration must also upgrade a Supabase that already holds the app's original tables, and
-its row level security must let signed-in users read while only the service role writes.
+neither a browser role nor a signed-in stranger may read or write a project's rows (what an
+owner may do is tests/test_rls_tenancy.py's).
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@
 -- Who may read and write which rows is 20261202000000_tam_tenancy.sql's job. An earlier
 -- version of this file created `using (true)` read policies here; that file removes them.
 --
--- One transaction: an error anywhere (duplicate rows below, a column of an unexpected type)
--- leaves the database exactly as it was. Apply with
+-- One transaction: an error anywhere (duplicate rows below, for one) leaves the database
+-- exactly as it was. `supabase db push` runs each file as one transaction, the dashboard's
+-- SQL editor sends it as one query (which Postgres runs as one transaction), and with psql:
 --   psql -v ON_ERROR_STOP=1 -1 -f supabase/migrations/20261122000000_tam_pipeline.sql
--- (the begin/commit below makes a runner without -1 atomic as well).
-
-begin;
+-- NOTE: no begin/commit in the file: a COMMIT inside a migration ends the CLI's own
+-- transaction early, and `supabase db push` then skips what follows (supabase/cli#5047).
 
 -- ---------------------------------------------------------------------------------------
 -- Tables, with the columns the app has always had.
@@ -224,5 +224,3 @@ alter table public.tam_job_queue enable row level security;
 
 revoke all on table public.tam_projects, public.tam_companies, public.tam_contacts,
   public.tam_job_queue from public, anon, authenticated;
-
-commit;

@@ -27,12 +27,11 @@
 -- per statement (an initPlan) instead of once per row; tam_projects_user_id_idx and the
 -- project_id indexes of the other tables (20261122000000_tam_pipeline.sql) are behind them.
 --
--- Idempotent (applies twice with the same result) and one transaction; apply with
+-- Idempotent (applies twice with the same result). One transaction, as the first file
+-- explains (no begin/commit in the file; with psql use -1):
 --   psql -v ON_ERROR_STOP=1 -1 -f supabase/migrations/20261202000000_tam_tenancy.sql
 -- The only policies dropped are the ones 20261122000000_tam_pipeline.sql used to create and
 -- this file's own; the install's policies are left as they are.
-
-begin;
 
 -- ---------------------------------------------------------------------------------------
 -- The owner.
@@ -235,5 +234,3 @@ create policy tam_job_queue_no_update on public.tam_job_queue
   as restrictive for update to authenticated using (false) with check (false);
 create policy tam_job_queue_no_delete on public.tam_job_queue
   as restrictive for delete to authenticated using (false);
-
-commit;
