@@ -29,6 +29,8 @@ def linkedin_summary(tally: LinkedinTally, *, active_days: int, forced: bool) ->
         "inactive": tally.inactive,
         "total": tally.active + tally.inactive,
         "unreachable": tally.unreachable,
+        # Contacts whose URL is not a linkedin.com/in/ profile: not sent to Bright Data.
+        "invalidUrls": tally.invalid_url,
         "failed": tally.failed,
         "snapshots": tally.snapshots,
         "failedSnapshots": tally.failed_snapshots,
@@ -50,8 +52,10 @@ async def check_linkedin(
     then progress is polled until the snapshot is ready and downloaded. The newest post
     per profile sets `linkedin_last_post_date`; `linkedin_active` is a post within
     `linkedin_active_days` (30); every checked contact gets `linkedin_checked_at`, and
-    profiles with no posts (or gone) are inactive. A failed snapshot is retried; one that
-    keeps failing is reported and its contacts stay unchecked. Contacts checked within
+    profiles with no posts (or gone) are inactive. A URL that is not a linkedin.com/in/
+    profile is never sent: the contact is counted `invalidUrls` (unreachable, inactive).
+    A failed snapshot is retried; one that keeps failing is reported and its contacts stay
+    unchecked. Contacts checked within
     `linkedin_recheck_after_h` are skipped unless `force` is set.
     """
     async with job_session(JobType.check_linkedin, project_id, job_id) as session:
@@ -104,18 +108,15 @@ async def check_linkedin(
         try:
             async with writer, asyncio.TaskGroup() as group:
                 chunks = chunked(batches, settings.max_task_runs)
-                futures = [
-                    group.create_task(
-                        check_linkedin_task(run_key, quoted(chunk), label=f"{i + 1}/{len(chunks)}")
-                    )
-                    for i, chunk in enumerate(chunks)
-                ]
+                for i, chunk in enumerate(chunks):
+                    label = f"{i + 1}/{len(chunks)}"
+                    group.create_task(check_linkedin_task(run_key, quoted(chunk), label=label))
         finally:
             CONTEXTS.pop(run_key, None)
             await client.close()
-        tally = LinkedinTally()
-        for future in futures:
-            tally.add(LinkedinTally(**future.result()))
+        # The context's tally, not the tasks' results: a retried chunk's result would miss
+        # the batches its failed attempt had already written.
+        tally = ctx.tally
         if tally.failed_snapshots and not tally.snapshots:
             raise Unavailable(
                 f"every snapshot failed ({tally.failed_snapshots}); last: {tally.errors[-1]}",
@@ -128,4 +129,5 @@ async def check_linkedin(
                 tally.failed_snapshots,
                 "; ".join(tally.errors[:MAX_ERRORS_SHOWN]),
             )
-        return await session.complete(summarize(tally))
+        # Checks the database refused to store (logged): those contacts stay unchecked.
+        return await session.complete({**summarize(tally), "storeErrors": writer.rejected})

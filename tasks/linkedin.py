@@ -34,6 +34,7 @@ async def check_linkedin_task(
     newest post per profile, results written in batches.
 
     A snapshot that keeps failing after its retries is reported in the tally and its
-    contacts stay unchecked; on a task retry, batches already written are skipped.
+    contacts stay unchecked; on a task retry, batches already written are skipped. Returns
+    this attempt's counts (for the UI); the flow's summary reads the run's own tally.
     """
     return asdict(await check_chunk(CONTEXTS[run_key], batches))

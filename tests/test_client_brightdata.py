@@ -11,9 +11,11 @@ import pytest
 import respx
 
 from tam.clients.brightdata import (
+    NOT_A_PROFILE,
     BrightDataClient,
     ProfileInput,
     SnapshotFailed,
+    canonical_profile_url,
     normalize_profile_url,
     wire_date,
 )
@@ -192,7 +194,8 @@ async def test_collect_one_snapshot_polls_then_groups_by_input(mock, client, sle
     )
     assert trigger.call_count == 1
     sent = json.loads(trigger.calls.last.request.content)
-    assert [item["url"] for item in sent] == [JANE, BOB, dead]  # duplicates sent once
+    # Duplicates sent once, every profile in its canonical form.
+    assert [item["url"] for item in sent] == [JANE, "https://www.linkedin.com/in/bob", dead]
     assert {item["start_date"] for item in sent} == {"2026-01-01T00:00:00.000Z"}
     assert [p.date_posted.date() for p in result.posts[JANE]] == [  # type: ignore[union-attr]
         date(2026, 3, 1),
@@ -203,6 +206,46 @@ async def test_collect_one_snapshot_polls_then_groups_by_input(mock, client, sle
     assert result.unmatched == 1
     assert result.usage.credits == 4 and result.usage.cost_usd == pytest.approx(0.006)
     assert sleep.waits == [0.5, 0.5, 0.5]  # two progress polls, one 202
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("https://www.linkedin.com/in/jane-doe", JANE),
+        ("http://linkedin.com/in/Jane-Doe/", JANE),
+        ("uk.linkedin.com/in/jane-doe?trk=public_profile", JANE),
+        ("https://de.linkedin.com/in/jane-doe/details/experience/", JANE),
+        ("  www.linkedin.com/in/jane-doe#about ", JANE),
+        ("https://www.linkedin.com/company/acme", None),
+        ("https://www.linkedin.com/posts/jane_activity-1", None),
+        ("https://www.linkedin.com/in/", None),
+        ("https://example.com/in/jane-doe", None),
+        ("https://linkedin.com.evil.io/in/jane-doe", None),
+        ("ftp://linkedin.com/in/jane-doe", None),
+        ("not a url", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_only_person_profiles_have_a_canonical_url(url, canonical):
+    assert canonical_profile_url(url) == canonical
+
+
+async def test_collect_never_sends_what_is_not_a_profile(mock, client, sleep):
+    trigger = mock.post("/datasets/v3/trigger").respond(200, json={"snapshot_id": "s_2"})
+    mock.get("/datasets/v3/progress/s_2").mock(return_value=progress("ready"))
+    mock.get("/datasets/v3/snapshot/s_2").respond(200, json=[post(JANE, "2026-03-01")])
+    company, other = "https://www.linkedin.com/company/acme", "https://example.com/in/x"
+    uk = "http://uk.linkedin.com/in/Jane-Doe/?trk=x"
+
+    result = await client.collect([uk, company, other], start_date=date(2026, 1, 1))
+
+    sent = json.loads(trigger.calls.last.request.content)
+    assert [item["url"] for item in sent] == [JANE]
+    assert result.last_post_date(uk) == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert result.errors == {company: NOT_A_PROFILE, other: NOT_A_PROFILE}
+    only_bad = await client.collect([company], start_date=date(2026, 1, 1))
+    assert trigger.call_count == 1 and only_bad.errors == {company: NOT_A_PROFILE}
 
 
 async def test_collect_without_urls_makes_no_request(mock, client):

@@ -172,3 +172,102 @@ async def test_no_contacts_completes_at_once_with_zeros(
     assert (summary["active"], summary["inactive"], summary["total"]) == (0, 0, 0)
     assert (await store.get_job(job.id)).status == JobStatus.completed
     assert emulator_control.stats("brightdata", latencies=False)["calls"] == 0
+
+
+async def test_a_retried_chunk_still_counts_every_contact_once(
+    prefect_server: Any, store: Store, emulator_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import tasks.linkedin as task_module
+    from tam.errors import Unavailable
+
+    # NOTE: `flows.check_linkedin` the attribute is the flow; the module is in sys.modules.
+    flow_module = importlib.import_module("flows.check_linkedin")
+
+    # One chunk task holding every batch; its first attempt writes one batch, then fails
+    # transiently, so Prefect retries it and the retry skips what was already written.
+    monkeypatch.setenv("TAM_MAX_TASK_RUNS", "1")
+    get_settings.cache_clear()
+    monkeypatch.setattr(
+        flow_module,
+        "check_linkedin_task",
+        task_module.check_linkedin_task.with_options(retry_delay_seconds=0),
+    )
+    real_chunk = task_module.check_chunk
+    attempts: list[int] = []
+
+    async def flaky_chunk(ctx: Any, batches: Any) -> Any:
+        attempts.append(len(batches))
+        if len(attempts) == 1:
+            await real_chunk(ctx, batches[:1])
+            raise Unavailable("connection reset after the first batch", provider="brightdata")
+        return await real_chunk(ctx, batches)
+
+    monkeypatch.setattr(task_module, "check_chunk", flaky_chunk)
+    emulator_control.configure("brightdata", snapshot_ready_s=0.05)
+    project_id, urls = await seed(store, 12)
+    batches = -(-len(urls) // 25)
+    assert batches > 2
+    job = await store.create_job(project_id, "check_linkedin")
+
+    summary = await check_linkedin(project_id=project_id, job_id=job.id)
+
+    assert attempts == [batches, batches]  # the chunk task really ran twice
+    triggers = emulator_control.stats("brightdata", latencies=False)["calls_by_endpoint"]
+    assert triggers["trigger"] == batches == summary["snapshots"]  # nothing bought twice
+    contacts = await contacts_of(store, project_id)
+    checked = [c for c in contacts.values() if c.linkedin_checked_at is not None]
+    assert len(checked) == len(urls)
+    active = sum(1 for c in checked if c.linkedin_active)
+    assert summary["active"] + summary["inactive"] == summary["total"] == len(urls)
+    assert summary["active"] == active
+    finished = await store.get_job(job.id)
+    assert finished.status == JobStatus.completed
+    assert finished.result_summary == summary
+
+
+async def test_only_linkedin_profile_urls_are_sent_the_rest_are_skipped_unbought(
+    prefect_server: Any, store: Store, emulator_control: Any
+) -> None:
+    emulator_control.configure("brightdata", snapshot_ready_s=0.05)
+    project_id = uuid4()
+    await store.create_project(Project(id=project_id, name="urls", icp_profile={}))
+    (row,) = await store.upsert_companies(
+        [NewCompany(project_id=project_id, **c) for c in sample_companies(1)]
+    )
+    people = WORLD.people(row.domain or "")[:3]
+    slugs = [p["linkedin_url"].rsplit("/", 1)[-1] for p in people]
+    variants = [
+        f"http://uk.linkedin.com/in/{slugs[0].upper()}/?trk=public_profile",
+        f"linkedin.com/in/{slugs[1]}/",
+        f"https://www.linkedin.com/in/{slugs[2]}/details/experience/",
+    ]
+    invalid = [
+        "https://www.linkedin.com/company/acme",
+        "https://example.com/in/jane-doe",
+        "not a url at all",
+        "https://www.linkedin.com/posts/jane_activity-123",
+    ]
+    await store.upsert_contacts(
+        [
+            NewContact(project_id=project_id, company_id=row.id, first_name="P", linkedin_url=u)
+            for u in variants + invalid
+        ]
+    )
+
+    summary = await check_linkedin(project_id=project_id)
+
+    stats = emulator_control.stats("brightdata", latencies=False)
+    assert stats["profiles_triggered"] == len(variants)
+    assert stats.get("non_profile_inputs", 0) == 0
+    assert stats.get("non_canonical_inputs", 0) == 0
+    assert summary["invalidUrls"] == len(invalid)
+    assert summary["total"] == len(variants) + len(invalid)
+    contacts = await contacts_of(store, project_id)
+    since = datetime.now(UTC) - timedelta(days=90)
+    for url, person in zip(variants, people, strict=True):
+        assert contacts[url].linkedin_last_post_date == newest_post(person["linkedin_url"], since)
+    for url in invalid:
+        assert contacts[url].linkedin_checked_at is not None
+        assert contacts[url].linkedin_active is False

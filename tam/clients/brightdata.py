@@ -8,6 +8,7 @@ back in no particular order and are grouped here by the input profile they were 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
@@ -38,6 +39,9 @@ MAX_POLL_FAILURES = 5
 _NOT_READY = {"starting", "running", "building", "collecting", "digesting", "queued"}
 _ANY_STATUS = tuple(range(100, 600))  # statuses are mapped here, with the body's message
 _CREDIT_WORDS = ("balance", "suspended", "credit", "top up", "payment")
+# A person's public profile: /in/<slug>, optionally followed by a sub-page (/details/...).
+_PROFILE_PATH = re.compile(r"^/in/([^/?#\s]+)(?:/.*)?$", re.IGNORECASE)
+NOT_A_PROFILE = "not_a_profile_url"  # the reason a URL is never sent to the dataset
 
 
 class SnapshotFailed(Unavailable):
@@ -139,6 +143,33 @@ def normalize_profile_url(url: str) -> str:
     elif host.startswith("www."):
         host = host[4:]
     return f"{host}{parts.path.rstrip('/')}".lower()
+
+
+def canonical_profile_url(url: str | None) -> str | None:
+    """``https://www.linkedin.com/in/<slug>`` for a LinkedIn person profile, else None.
+
+    Accepts http or no scheme, no ``www.`` or a country subdomain (``uk.linkedin.com``), a
+    trailing slash, a query string or a sub-page; company pages, posts, other hosts and
+    garbage are None (the posts dataset bills every input, answerable or not).
+    """
+    text = (url or "").strip()
+    if not text or any(c.isspace() for c in text):
+        return None
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        parts = urlsplit(text)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    if host != "linkedin.com" and not host.endswith(".linkedin.com"):
+        return None
+    match = _PROFILE_PATH.match(parts.path)
+    if match is None:
+        return None
+    return f"https://www.linkedin.com/in/{match.group(1).lower()}"
 
 
 def wire_date(day: date | datetime | None) -> str:
@@ -270,18 +301,30 @@ class BrightDataClient:
         interval = self.poll_interval_s if poll_interval_s is None else poll_interval_s
         deadline = self._clock() + (self.snapshot_timeout_s if timeout_s is None else timeout_s)
         by_key: dict[str, str] = {}
+        canonical: dict[str, str] = {}
+        rejected: dict[str, str] = {}
         for url in urls:
-            by_key.setdefault(normalize_profile_url(url), url)
+            profile = canonical_profile_url(url)
+            if profile is None:
+                rejected[url] = NOT_A_PROFILE  # never sent, never billed
+                continue
+            key = normalize_profile_url(profile)
+            by_key.setdefault(key, url)
+            canonical.setdefault(key, profile)
         if not by_key:
-            return ProfilePosts(snapshot_id="", posts={}, usage=Usage.zero(PROVIDER))
+            return ProfilePosts(
+                snapshot_id="", posts={}, errors=rejected, usage=Usage.zero(PROVIDER)
+            )
         start, end = wire_date(start_date), wire_date(end_date)
-        inputs = [ProfileInput(url=u, start_date=start, end_date=end) for u in by_key.values()]
+        inputs = [ProfileInput(url=u, start_date=start, end_date=end) for u in canonical.values()]
         snapshot_id = await self.trigger(inputs)
         await self._wait_ready(snapshot_id, interval, deadline)
         records = await self._poll(
             lambda: self.download(snapshot_id), snapshot_id, interval, deadline
         )
-        return self._group(snapshot_id, records, by_key)
+        posts = self._group(snapshot_id, records, by_key)
+        posts.errors.update(rejected)
+        return posts
 
     async def _wait_ready(self, snapshot_id: str, interval: float, deadline: float) -> None:
         async def ready() -> bool | None:

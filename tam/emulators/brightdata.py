@@ -239,6 +239,16 @@ class BrightDataEmulator(ProviderEmulator):
         )
         self.snapshots[snapshot_id] = snapshot
         self.counters.bump("profiles_triggered", len(inputs))
+        # The real dataset bills these too: a client should never send them.
+        slugs = [profile_slug(str(item["url"])) for item in inputs]
+        self.counters.bump("non_profile_inputs", sum(slug is None for slug in slugs))
+        self.counters.bump(
+            "non_canonical_inputs",
+            sum(
+                slug is None or str(item["url"]) != f"https://www.linkedin.com/in/{slug}"
+                for slug, item in zip(slugs, inputs, strict=True)
+            ),
+        )
         return JSONResponse({"snapshot_id": snapshot_id})
 
     async def progress(self, call: Call) -> Response:
