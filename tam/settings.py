@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -307,6 +310,16 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "supabase_service_role_key"),
     )
+    # The Edge Function gives up after 25 s; the webhook answers (502) before that.
+    dispatch_budget_s: float = Field(
+        default=20.0,
+        gt=0,
+        validation_alias=AliasChoices("TAM_DISPATCH_BUDGET_S", "dispatch_budget_s"),
+    )
+    # /docs, /redoc and /openapi.json tell an anonymous caller the whole API: off unless asked.
+    webhook_docs: bool = Field(
+        default=False, validation_alias=AliasChoices("TAM_WEBHOOK_DOCS", "webhook_docs")
+    )
 
     @model_validator(mode="after")
     def _merge_limit_defaults(self) -> Settings:
@@ -320,15 +333,76 @@ class Settings(BaseSettings):
         return self.limits.get(provider, LimitConfig())
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for redaction and for tests that grep for leaks."""
+        """Every configured secret, for redaction and for tests that grep for leaks: the
+        keys, and the database URL's password (as written and percent-decoded)."""
         values = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
+        values += [v for v in url_password_forms(self.database_url) if v not in values]
         return values
+
+
+def url_password_forms(url: str) -> list[str]:
+    """The password of a database URL (`scheme://user:password@host/...` or libpq's
+    `?password=`), as written and percent-decoded; [] without one.
+
+    NOTE: a driver's error may quote the URL as configured or the password it decoded."""
+    try:
+        parts = urlsplit(url)
+        query = [pair.partition("=") for pair in parts.query.split("&")]
+        written = [parts.password or "", *(v for k, _, v in query if k == "password")]
+    except ValueError:  # a malformed port, say: no password can be told apart
+        return []
+    forms: list[str] = []
+    for value in written:
+        for form in (value, unquote(value)):
+            if form and form not in forms:
+                forms.append(form)
+    return forms
+
+
+# Asked for the secret variables the environment (and `.env`) left unset; answers with the
+# values it can provide. Installed by the Prefect side (tasks/secrets.py), which loads Secret
+# blocks at run time, so the core never imports Prefect and no value is stored in Prefect.
+SecretSource = Callable[[Sequence[str]], Mapping[str, str]]
+_secret_source: SecretSource | None = None
+
+
+def set_secret_source(source: SecretSource | None) -> None:
+    """Where unset secrets come from when settings are built (None: nowhere)."""
+    global _secret_source
+    _secret_source = source
+    get_settings.cache_clear()
+
+
+def secret_env_names() -> list[str]:
+    """The environment variables that hold secrets: every key, and the database URL
+    (its password)."""
+    names = ["TAM_DATABASE_URL"]
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if field.annotation == SecretStr | None and isinstance(alias, AliasChoices):
+            names.append(str(alias.choices[0]))
+    return names
+
+
+def _env_field(name: str) -> str:
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and alias.choices[0] == name:
+            return field_name
+    raise KeyError(name)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    settings = Settings()
+    if _secret_source is None:
+        return settings
+    unset = [n for n in secret_env_names() if _env_field(n) not in settings.model_fields_set]
+    filled = {n: v for n, v in _secret_source(unset).items() if n in unset and v}
+    # NOTE: init arguments outrank the environment, which is why only unset names are filled.
+    overlay: dict[str, Any] = dict(filled)
+    return Settings(**overlay) if overlay else settings

@@ -180,21 +180,27 @@ def test_steps_exist_and_take_the_arguments_given() -> None:
             assert config["build"] == [] and config["push"] == []
 
 
-def test_no_literal_secret_anywhere() -> None:
-    text = PREFECT_YAML.read_text()
-    assert not LITERAL_SECRET.search(text)
-    secret_values = 0
+def test_job_variables_name_secret_blocks_never_values() -> None:
+    from tam.settings import secret_env_names
+    from tasks.secrets import BLOCK_SUFFIX
+
+    assert not LITERAL_SECRET.search(PREFECT_YAML.read_text())
+    named = 0
     for config in deployments():
-        env = config["work_pool"]["job_variables"].get("env") or {}
-        for name, value in env.items():
-            if SECRET_NAME.search(name):
-                secret_values += 1
-                assert re.fullmatch(
-                    r"\{\{ *(prefect\.blocks\.secret\.[\w-]+|\$\w+) *\}\}", value
-                ), f"{config['name']} {name} must come from a Secret block or the environment"
         for path, value in walk_strings(config):
             assert not LITERAL_SECRET.search(value), path
-    assert secret_values > 0  # the Docker flavour does carry its keys, by reference
+            # `prefect deploy` resolves these and stores the value in the deployment.
+            assert "prefect.blocks.secret" not in value, path
+        env = config["work_pool"]["job_variables"].get("env") or {}
+        for name, value in env.items():
+            assert not SECRET_NAME.search(name), f"{config_id(config)}: {name} holds a value"
+            if name.endswith(BLOCK_SUFFIX):
+                named += 1
+                assert name.removesuffix(BLOCK_SUFFIX) in secret_env_names(), name
+                assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", value), f"{name}: a block name"
+        # Every flow run reaches the job database, in both flavours.
+        assert env.get("TAM_DATABASE_URL_BLOCK") == "tam-database-url", config_id(config)
+    assert named > len(deployments())
 
 
 def test_dockerfile_is_well_formed() -> None:
@@ -216,39 +222,3 @@ def test_dockerfile_is_well_formed() -> None:
     for private in (".env", ".venv", ".tam", ".git"):
         assert private in ignored
     assert "USER tam" in lines  # flow runs do not run as root
-
-
-@pytest.mark.prefect
-async def test_prefect_deploy_creates_the_process_flavour(
-    prefect_server: Any, tmp_path: Path
-) -> None:
-    """`prefect deploy` itself, on the session's server: what the README tells operators."""
-    import os
-    import subprocess
-    import sys
-
-    from prefect.client.orchestration import get_client
-
-    env = {**os.environ, **prefect_server.env(), "PREFECT_HOME": str(tmp_path)}
-    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-    subprocess.run(
-        [*prefect, "work-pool", "create", "tam-process", "--type", "process", "--overwrite"],
-        cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    done = subprocess.run(
-        [*prefect, "deploy", "-n", "*/tam-process"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    wanted = [c for c in deployments() if c["name"] == "tam-process" and existing(c)]
-    async with get_client() as client:
-        for config in wanted:
-            flow_name = config["entrypoint"].rsplit(":", 1)[1].replace("_", "-")
-            deployment = await client.read_deployment_by_name(f"{flow_name}/tam-process")
-            assert deployment.work_pool_name == "tam-process"
-            assert deployment.entrypoint == config["entrypoint"]
-            assert bool(deployment.schedules) == bool(config.get("schedules"))
-            # Resolved on the worker at run time, not baked in at deploy time.
-            (pull,) = deployment.pull_steps or []
-            directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
-            assert directory == "{{ $TAM_PROJECT_DIR }}"
