@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -139,16 +142,91 @@ async def test_async_control(toy_server: EmulatorServer):
     assert (await control.areset("toy", knobs=True))["knobs"]["malformed_rate"] == 0.0
 
 
+async def _until(condition: Any, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
 async def test_max_concurrency_uses_the_provider_status(toy_server: EmulatorServer):
-    toy_server.control.configure("toy", max_concurrency=2, latency_median_s=0.3)
+    control = toy_server.control
+    # Held, the two admitted requests stay in flight however slowly the others arrive.
+    control.configure("toy", max_concurrency=2)
+    control.hold("toy")
     url = toy_server.base_url("toy") + "/v1/lookup"
+
+    async def refused_and_held() -> bool:
+        stats = await control.astats("toy", latencies=False)
+        return stats["held"] == 2 and stats["status_counts"].get("503") == 6
+
     async with httpx.AsyncClient() as http:
-        answers = await asyncio.gather(
-            *(http.get(url, params={"key": "k", "domain": f"d{i}.io"}) for i in range(8))
-        )
-    statuses = [a.status_code for a in answers]
-    assert statuses.count(200) >= 2 and 503 in statuses
-    assert set(statuses) <= {200, 503}
+        calls = [
+            asyncio.create_task(http.get(url, params={"key": "k", "domain": f"d{i}.io"}))
+            for i in range(8)
+        ]
+        await _until(refused_and_held)
+        await control.arelease("toy")
+        answers = await asyncio.gather(*calls)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 200] + [503] * 6
+
+
+async def test_hold_answers_n_then_holds_the_rest_until_released(toy_server: EmulatorServer):
+    control = EmulatorControl(toy_server.url)
+    url = toy_server.base_url("toy") + "/v1/lookup"
+    knobs = await control.ahold("toy", after=3)
+    assert knobs["hold_after"] == 3
+
+    async def stats() -> dict[str, Any]:
+        return await control.astats("toy", latencies=False)
+
+    async def three_answered_two_held() -> bool:
+        s = await stats()
+        return s["status_counts"].get("200") == 3 and s["held"] == 2
+
+    async with httpx.AsyncClient() as http:
+        calls = [
+            asyncio.create_task(http.get(url, params={"key": "k", "domain": f"h{i}.io"}))
+            for i in range(5)
+        ]
+        await _until(three_answered_two_held)
+        assert sum(c.done() for c in calls) == 3
+        assert (await stats())["in_flight"] == 2  # held requests are in flight
+
+        # A knob changed while they wait applies to them when they go.
+        await control.aconfigure("toy", malformed_rate=1.0)
+        await control.ahold("toy", after=1)  # one more, then hold again
+        await _until(lambda: _held_is(control, 1))
+        assert sum(c.done() for c in calls) == 4
+
+        await control.arelease("toy")
+        answers = await asyncio.gather(*calls)
+        later = await http.get(url, params={"key": "k", "domain": "late.io"})
+    assert [a.status_code for a in answers] == [200] * 5 and later.status_code == 200
+    assert sorted(a.json() == {"ok": True} for a in answers) == [False, False, False, True, True]
+    final = await stats()
+    assert final["held"] == 0 and final["in_flight"] == 0 and final["knobs"]["hold_after"] is None
+
+
+async def _held_is(control: EmulatorControl, n: int) -> bool:
+    stats = await control.astats("toy", latencies=False)
+    return bool(stats["held"] == n and stats["hold_passed"] == 1)
+
+
+def test_a_reset_of_the_knobs_lets_held_requests_go(toy_server: EmulatorServer):
+    """The per-test reset must not leave a request hanging into the next test."""
+    emulator = toy_server.emulator("toy")
+    emulator.configure({"hold_after": 0})  # from this thread, not the server's loop
+    url = toy_server.base_url("toy") + "/v1/lookup"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.get, url, params={"key": "k", "domain": "r.io"}, timeout=20)
+        deadline = time.monotonic() + 20
+        while emulator.gate.held != 1:
+            assert time.monotonic() < deadline and not answer.done()
+            time.sleep(0.01)
+        toy_server.control.reset("toy", knobs=True)
+        assert answer.result(timeout=20).status_code == 200
 
 
 def test_subprocess_mode_starts_and_stops():

@@ -21,8 +21,9 @@ Adding a provider is one module ``tam/emulators/<name>.py`` (name as in
             ...  # derive the answer from self.world; honour call.malformed
 
 :func:`build_app` imports ``tam.emulators.<name>`` for every provider name, so the new
-module is picked up without touching any other file. Auth, credits, rate caps, injected
-errors, hangs, latency and every counter are handled here, before the handler runs.
+module is picked up without touching any other file. Holding (``hold_after``), auth,
+credits, rate caps, injected errors, hangs, latency and every counter are handled here,
+before the handler runs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from tam.emulators.knobs import Counters, FaultPlan, Knobs, RateWindow
+from tam.emulators.knobs import Counters, FaultPlan, Gate, Knobs, RateWindow
 from tam.emulators.world import World
 from tam.settings import PROVIDERS as PROVIDER_NAMES
 
@@ -131,6 +132,7 @@ class ProviderEmulator:
         self.counters = Counters()
         self.window = RateWindow()
         self.faults = FaultPlan(self.knobs.seed)
+        self.gate = Gate(self.knobs.hold_after)
 
     # --- provider hooks ------------------------------------------------------------------
     def endpoints(self) -> list[Endpoint]:
@@ -165,11 +167,15 @@ class ProviderEmulator:
         if new.seed != self.knobs.seed:
             self.faults.reseed(new.seed)
         self.knobs = new
+        if "hold_after" in patch:
+            self.gate.set_limit(new.hold_after)
         return new
 
     def reset(self, *, knobs: bool = False) -> None:
         if knobs:
             self.knobs = self.initial_knobs
+            # Requests a finished test left held are answered, not abandoned.
+            self.gate.set_limit(self.knobs.hold_after)
         self.counters.reset()
         self.window.clear()
         self.faults = FaultPlan(self.knobs.seed)
@@ -177,6 +183,9 @@ class ProviderEmulator:
     def stats(self, *, latencies: bool = True) -> dict[str, Any]:
         data = {"provider": self.name, **self.counters.snapshot(latencies=latencies)}
         data.update(self.stats_extra())
+        # Requests waiting at the gate now, and those let through since hold_after was set.
+        data["held"] = self.gate.held
+        data["hold_passed"] = self.gate.passed
         data["knobs"] = self.knobs.model_dump(mode="json")
         return data
 
@@ -228,6 +237,10 @@ class ProviderEmulator:
             return self._refuse(429, "rate limit exceeded", wait)
         if knobs.max_concurrency is not None and self.counters.in_flight > knobs.max_concurrency:
             return self._refuse(self.concurrency_status, "too many concurrent requests", 1)
+        # Held once admitted (a held request counts as in flight, as a slow answer does);
+        # faults and latency then follow the knobs in force when it is let go.
+        if await self.gate.wait():
+            knobs = self.knobs
         injected = self.faults.injected_status(knobs, call.item_key)
         if injected is not None:
             return self._refuse(injected, "injected error", knobs.retry_after_s)

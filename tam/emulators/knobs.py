@@ -7,6 +7,7 @@ meet the same latency per item and a benchmark can compute its ideal wall time u
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import random
@@ -53,6 +54,11 @@ class Knobs(BaseModel):
     # None: any non-empty key works. Keys "invalid" / "invalid-*" are always rejected.
     valid_keys: list[str] | None = None
     out_of_credits: bool = False
+    # None: answer every request. N: let N more requests through (counted since this knob
+    # was last set), then hold the rest, unanswered, until it is set again. Tests hold a
+    # provider to keep a run in progress for exactly as long as they need, whatever the
+    # machine's speed, instead of hoping the run is slower than what they do meanwhile.
+    hold_after: int | None = Field(default=None, ge=0)
 
     @field_validator("error_rates")
     @classmethod
@@ -135,6 +141,56 @@ class RateWindow:
 
     def clear(self) -> None:
         self._stamps.clear()
+
+
+class Gate:
+    """Where requests wait while a provider is held (the `hold_after` knob).
+
+    Opened from the emulator's event loop (the control endpoint) or from any other thread
+    (an in-process test calling ``configure``), so waiters are woken thread-safely.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._limit = limit
+        self.passed = 0
+        self.held = 0
+
+    def set_limit(self, limit: int | None) -> None:
+        """Let `limit` more requests through from now on (None: all), waking the held."""
+        with self._lock:
+            self._limit = limit
+            self.passed = 0
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait(self) -> bool:
+        """Return once this request may go on; True if it was held on the way."""
+        loop = asyncio.get_running_loop()
+        was_held = False
+        while True:
+            with self._lock:
+                if self._limit is None or self.passed < self._limit:
+                    self.passed += 1
+                    return was_held
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+                self.held += 1
+            was_held = True
+            try:
+                await future
+            finally:
+                with self._lock:
+                    self.held -= 1
+                    if (loop, future) in self._waiters:
+                        self._waiters.remove((loop, future))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Counters:

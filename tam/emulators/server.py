@@ -274,6 +274,15 @@ class EmulatorControl:
         params = {"knobs": str(knobs).lower()}
         return self._request("POST", self._url(provider, "reset"), params=params)
 
+    def hold(self, provider: str, *, after: int = 0) -> dict[str, Any]:
+        """Answer `after` more requests, then hold the rest unanswered until :meth:`release`
+        (or another hold). Wait for ``stats()["held"]`` to see requests waiting."""
+        return self.configure(provider, hold_after=after)
+
+    def release(self, provider: str) -> dict[str, Any]:
+        """Answer every held request, and all later ones."""
+        return self.configure(provider, hold_after=None)
+
     def health(self) -> dict[str, Any]:
         return self._request("GET", f"{self.base_url}/healthz")
 
@@ -287,6 +296,12 @@ class EmulatorControl:
     async def areset(self, provider: str, *, knobs: bool = False) -> dict[str, Any]:
         params = {"knobs": str(knobs).lower()}
         return await self._arequest("POST", self._url(provider, "reset"), params=params)
+
+    async def ahold(self, provider: str, *, after: int = 0) -> dict[str, Any]:
+        return await self.aconfigure(provider, hold_after=after)
+
+    async def arelease(self, provider: str) -> dict[str, Any]:
+        return await self.aconfigure(provider, hold_after=None)
 
     async def ahealth(self) -> dict[str, Any]:
         return await self._arequest("GET", f"{self.base_url}/healthz")
