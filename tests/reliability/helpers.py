@@ -90,6 +90,20 @@ async def settle(control: Any, providers: Iterable[str], timeout: float = 10) ->
             await asyncio.sleep(0.1)
 
 
+async def wait_until_held(control: Any, provider: str, n: int, timeout: float = 120) -> None:
+    """Wait until `provider`, held with ``hold(after=n)``, let `n` requests through and
+    holds a later one: the caller did that much work and cannot get further, however fast
+    or slow this machine is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await control.astats(provider, latencies=False)
+        if stats["hold_passed"] >= n and stats["held"]:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{provider}: {stats['hold_passed']} of {n} let through")
+        await asyncio.sleep(0.05)
+
+
 class FlowWorker:
     """A flow run in a worker process of its own, so a test can SIGKILL it mid-run."""
 

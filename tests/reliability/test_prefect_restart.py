@@ -5,6 +5,10 @@ PREFECT_HOME (its database survives, as a real restart's does). The run keeps wo
 through the gap (task states, logs and artifacts are retried or dropped, never fatal), and
 afterwards both the job row and Prefect's own record of the flow run end `completed`, with
 every company qualified once.
+
+The emulator holds Anthropic's answers (the `hold_after` knob) around the stop and the
+restart, so the run is mid-way when the server goes, works on while it is away, and is still
+mid-way when it comes back, on a fast machine or a busy one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tam.emulators.anthropic import expected_verdict
 from tam.models import IcpProfile, JobStatus
 from tam.stores.base import Store
 from tests.helpers.seed import ICP, seed_project
-from tests.reliability.helpers import all_companies, duplicates, paid_twice, wait_for_job
+from tests.reliability.helpers import all_companies, duplicates, paid_twice, wait_until_held
 from tests.reliability.plugin import FULL, Tally
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect]
@@ -38,26 +42,32 @@ async def test_prefect_server_restart_mid_run_ends_run_and_job_correctly(
     tally: Tally,
 ) -> None:
     n = 600 if FULL else 300
-    # ~12 s of work at 10 in flight (24 s in full mode): longer than a restart takes.
-    emulator_control.configure("anthropic", latency_median_s=0.4, latency_sigma=0.2)
+    step = n // 10
+    emulator_control.configure("anthropic", latency_median_s=0.02, latency_sigma=0.2)
+    # The run gets `step` answers, then waits on Anthropic: in progress, whatever the speed.
+    await emulator_control.ahold("anthropic", after=step)
     project_id, job_id = await seed_project(store, n)
     run = asyncio.create_task(
         qualify_companies(project_id=project_id, job_id=job_id, return_state=True)
     )
-    await wait_for_job(store, job_id, lambda j: (j.done_count or 0) >= n // 10)
+    await wait_until_held(emulator_control, "anthropic", step)
     try:
         await asyncio.to_thread(prefect_server.stop)
         tally.fault("prefect server restart")
         assert not is_healthy(prefect_server.api_url, timeout=0.5)
-        await asyncio.sleep(2.0)
+        # Work goes on while the server is down: `step` more answers reach the run (it
+        # sends new requests only as earlier ones come back), then it is held again.
+        await emulator_control.ahold("anthropic", after=step)
+        await wait_until_held(emulator_control, "anthropic", step)
         during = await store.get_job(job_id)
         assert during.status == JobStatus.running
     finally:
         await asyncio.to_thread(prefect_server.start)
+        await emulator_control.arelease("anthropic")
     done_at_restart = (await store.get_job(job_id)).done_count or 0
     state = await asyncio.wait_for(run, timeout=240)
 
-    assert done_at_restart < n, "the run ended before the server came back"
+    assert done_at_restart < n, "held answers cannot have been counted"
     assert state.is_completed(), state
     job = await store.get_job(job_id)
     assert job.status == JobStatus.completed and job.progress == 100, job.result_summary
