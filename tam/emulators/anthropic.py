@@ -1,7 +1,9 @@
 """Anthropic Messages API emulator (``POST /v1/messages``), real wire format.
 
-The "model" judges a company by a fixed rule over labelled prompt lines (see
-:func:`expected_verdict`), so tests and benchmarks can predict every answer.
+The "model" judges a company by a fixed rule (see :func:`expected_verdict`), so tests and
+benchmarks can predict every answer. It reads the company from the JSON object the user
+message holds and the ICP's industry keywords from the system prompt only, as the real
+prompt declares; a prompt without a JSON company falls back to labelled lines.
 """
 
 from __future__ import annotations
@@ -72,10 +74,39 @@ def _field(text: str, label: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def parse_prompt(text: str) -> dict[str, Any]:
-    """The labelled fields of a qualify prompt: company fields and the ICP keywords."""
-    fields: dict[str, Any] = {key: _field(text, label) for key, label in COMPANY_LABELS.items()}
-    raw_keywords = _field(text, KEYWORDS_LABEL) or ""
+def company_json(text: str) -> dict[str, Any] | None:
+    """The company object of a user message: the whole text, or its first line that is a
+    JSON object naming a domain or a name."""
+    candidates = [text.strip(), *(line.strip() for line in text.splitlines())]
+    for candidate in candidates:
+        if not candidate.startswith("{"):
+            continue
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and ("domain" in value or "name" in value):
+            return value
+    return None
+
+
+def parse_prompt(text: str, system: str | None = None) -> dict[str, Any]:
+    """The company fields and the ICP keywords of a qualify prompt.
+
+    With a JSON company, the keywords come from `system` (or, for one combined text, from
+    its labelled lines, which a one-line JSON object cannot contain).
+    """
+    company = company_json(text)
+    if company is not None:
+        fields: dict[str, Any] = {
+            key: None if company.get(key) is None else str(company[key]) for key in COMPANY_LABELS
+        }
+        icp_text = system if system is not None else text
+    else:
+        labelled = text if system is None else f"{text}\n{system}"
+        fields = {key: _field(labelled, label) for key, label in COMPANY_LABELS.items()}
+        icp_text = labelled
+    raw_keywords = _field(icp_text, KEYWORDS_LABEL) or ""
     fields["keywords"] = [k.strip() for k in raw_keywords.split(",") if k.strip()]
     return fields
 
@@ -86,10 +117,12 @@ def needs_review_bucket(domain: str, seed: int) -> int:
     return int(digest, 16) % 100
 
 
-def judge(text: str, *, seed: int, needs_review_pct: int) -> tuple[str, str]:
-    """(verdict, reason) for a qualify prompt. Only labelled fields count, so instructions
-    hidden in a description ("ignore previous instructions...") change nothing."""
-    fields = parse_prompt(text)
+def judge(
+    text: str, *, seed: int, needs_review_pct: int, system: str | None = None
+) -> tuple[str, str]:
+    """(verdict, reason) for a qualify prompt. Only the company's fields and the ICP's
+    keywords count, so instructions hidden in a description change nothing."""
+    fields = parse_prompt(text, system)
     domain = fields["domain"] or ""
     if needs_review_bucket(domain, seed) < needs_review_pct:
         return "needs_review", "Not enough information to judge"
@@ -135,12 +168,21 @@ def _content_text(content: Any) -> str:
 def _item_key(call: Call) -> str | None:
     if not isinstance(call.body, dict):
         return None
-    domain = _field(request_text(call.body)[0], COMPANY_LABELS["domain"])
+    user_text = request_text(call.body)[0]
+    company = company_json(user_text)
+    if company is not None:
+        domain = company.get("domain")
+        domain = str(domain) if domain else None
+    else:
+        domain = _field(user_text, COMPANY_LABELS["domain"])
     return domain.lower() if domain else None
 
 
 class AnthropicKnobs(Knobs):
     needs_review_pct: int = Field(default=5, ge=0, le=100)
+    # Appended to every reason: a real model echoes what it read, scraped control
+    # characters (NUL) included, and the store must survive that.
+    reason_suffix: str = ""
 
 
 @register_provider
@@ -216,13 +258,13 @@ class AnthropicEmulator(ProviderEmulator):
         assert isinstance(knobs, AnthropicKnobs)
         user_text, system_text = request_text(body)
         verdict, reason = judge(
-            f"{user_text}\n{system_text}", seed=knobs.seed, needs_review_pct=knobs.needs_review_pct
+            user_text, system=system_text, seed=knobs.seed, needs_review_pct=knobs.needs_review_pct
         )
         key = call.item_key or ""
         confidence = {"qualified": 0.7, "disqualified": 0.7, "needs_review": 0.2}[verdict]
         answer = {
             "verdict": verdict,
-            "reason": reason,
+            "reason": reason + knobs.reason_suffix,
             "confidence": round(confidence + 0.25 * unit_hash("confidence", knobs.seed, key), 2),
         }
         tool = _forced_tool(body)
