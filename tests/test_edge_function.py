@@ -28,13 +28,13 @@ from deployments.webhook_dispatch import RunInfo, RunSpec
 from tam.models import Job, JobStatus, JobUpdate, Project
 from tam.settings import Settings
 from tam.stores import Store, open_store
-from tests.edge_stub import ServedApp, SupabaseStub
+from tests.edge_stub import ServedApp, SupabaseStub, sign_jwt
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTION = REPO / "deployments" / "edge-function" / "tam-run-job.ts"
 ENSURE_DENO = REPO / "scripts" / "ensure-deno.sh"
 DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
-SERVICE_KEY = "svc-key-edge-0123456789abcdef"
+SERVICE_KEY = "svc-key-edge-0123456789abcdef0123456789abcdef"
 APP_ORIGIN = "https://app.example.com"
 OTHER_ORIGIN = "https://evil.example.net"
 STARTUP_TIMEOUT_S = 120.0
@@ -252,14 +252,21 @@ def test_function_type_checks_lints_and_is_formatted(deno: str) -> None:
         assert result.returncode == 0, f"deno {args[0]}:\n{result.stdout}{result.stderr}"
 
 
-def test_startable_statuses_agree_with_the_core() -> None:
+def ts_constant(name: str) -> str:
+    source = FUNCTION.read_text()
+    line = next(x for x in source.splitlines() if x.startswith(f"export const {name} = "))
+    return line.split(" = ", 1)[1].removesuffix(";").removesuffix(" as const")
+
+
+def test_constants_agree_with_the_core() -> None:
     from tam.job_transitions import EDGE_FUNCTION_FROM
 
-    source = FUNCTION.read_text()
-    line = next(x for x in source.splitlines() if x.startswith("export const STARTABLE_STATUSES"))
-    assert line.split("[", 1)[1].split("]", 1)[0] == ", ".join(
-        f'"{status.value}"' for status in EDGE_FUNCTION_FROM
-    )
+    statuses = ", ".join(f'"{status.value}"' for status in EDGE_FUNCTION_FROM)
+    assert ts_constant("STARTABLE_STATUSES") == f"[{statuses}]"
+    # The function outwaits the webhook's own dispatch budget, so it hears the webhook's answer.
+    budget_ms = Settings.model_fields["dispatch_budget_s"].default * 1000
+    assert int(ts_constant("WEBHOOK_BUDGET_MS").replace("_", "")) == budget_ms
+    assert int(ts_constant("DISPATCH_TIMEOUT_MS").replace("_", "")) > budget_ms
 
 
 # --- who may start a job ------------------------------------------------------------------
@@ -313,7 +320,9 @@ async def test_a_caller_without_a_user_session_gets_401(
     owner, _ = customer(stub)
     job = await new_job(store, owner)
     before = await store.get_job(job.id)
-    forged = SupabaseStub(Path("/nonexistent"), jwt_secret="another-secret").user_token(owner)
+    # A well-formed user token for a real user, signed with a key that is not the project's.
+    claims = {"sub": str(owner), "role": "authenticated", "exp": int(time.time()) + 3600}
+    forged = sign_jwt(claims, "not-the-project-jwt-secret")
     bearer = {
         "none": None,
         "anon-key": stub.anon_key,

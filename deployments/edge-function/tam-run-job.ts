@@ -39,8 +39,9 @@ export const LONG_RUNNING_JOB_TYPES = new Set([
 /** The states a caller may start a job from (design.md §9). */
 export const STARTABLE_STATUSES = ["pending", "failed", "cancelled"] as const;
 
-// The webhook bounds its own dispatch (Prefect calls included) to WEBHOOK_BUDGET_MS; waiting a
-// little longer means its own answer, success or a recorded failure, arrives before we give up.
+// The webhook bounds its own dispatch (its Prefect calls) to WEBHOOK_BUDGET_MS (its setting
+// TAM_DISPATCH_BUDGET_S, 20 s by default); waiting a little longer means its own answer, success
+// or a failure it recorded, arrives before we give up. Raise both together.
 export const WEBHOOK_BUDGET_MS = 20_000;
 export const DISPATCH_TIMEOUT_MS = 25_000;
 
