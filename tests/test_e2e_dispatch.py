@@ -35,7 +35,7 @@ from tests.helpers.seed import seed_project
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE_KEY = "e2e-service-key-5a1d9c"
+SERVICE_KEY = "e2e-service-key-5a1d9c-0123456789abcdef"
 DEPLOYMENT = f"{FLOWS['qualify'].name}/tam"
 T = TypeVar("T")
 
@@ -237,9 +237,18 @@ async def test_dispatched_job_completes_once(
     )
     await run_reaches(run_id, "COMPLETED")
 
-    # Dispatching the finished job again gives back the same run, starting nothing.
+    # Dispatching the finished job again: 409, the row untouched, nothing started.
     late = await stack.post_job(project_id, job_id)
-    assert UUID(late.json()["taskId"]) == run_id
+    assert late.status_code == 409, late.text
+    assert await db.get_job(job_id) == job
+    # An older Edge Function moves it back to running first: the webhook sees its run
+    # Completed in Prefect and puts the row back, with its result, instead of a rerun.
+    await db.update_job(job_id, JobUpdate(status=JobStatus.running))
+    again = await stack.post_job(project_id, job_id)
+    assert again.status_code == 409 and again.json()["restored"] is True, again.text
+    restored = await db.get_job(job_id)
+    assert (restored.status, restored.result_summary) == (JobStatus.completed, summary)
+    assert restored.flow_run_id == run_id
     async with httpx.AsyncClient(headers={"x-api-key": SERVICE_KEY}) as http:
         view = (
             await http.get(f"{stack.url}/api/tam/jobs/{job_id}", params={"projectId": project_id})

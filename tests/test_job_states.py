@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -111,6 +111,65 @@ async def test_reaper_never_touches_a_healthy_long_job(prefect_server: Any, stor
     await store.update_job(job_id, JobUpdate(heartbeat_at=utcnow() - timedelta(minutes=5)))
     assert (await reap_stale_jobs(stale_after_s=60))["reaped"] == 1
     assert (await store.get_job(job_id)).status == JobStatus.failed
+
+
+async def test_reaper_never_reaps_a_job_waiting_for_a_worker(
+    prefect_server: Any, store: Store
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    long_ago = utcnow() - timedelta(hours=1)
+    project_id, queued = await seed_project(store, 0)
+    # Queued by the webhook (no free worker): running, step `queued`, claimed by no run.
+    await store.update_job(
+        queued, JobUpdate(status=JobStatus.running, current_step="queued", heartbeat_at=long_ago)
+    )
+    # A run claimed this one earlier; its run is Scheduled again (a retry waits for a worker).
+    deployment = await qualify_companies.ato_deployment(name=f"reaper-{uuid4().hex[:8]}")
+    deployment_id = await deployment.apply()  # nothing serves it
+    retried = (await store.create_job(project_id, "qualify")).id
+    async with get_client() as client:
+        run = await client.create_flow_run_from_deployment(
+            deployment_id, parameters={"project_id": str(project_id), "job_id": str(retried)}
+        )
+    await store.update_job(
+        retried,
+        JobUpdate(
+            status=JobStatus.running, flow_run_id=run.id, started_at=long_ago, heartbeat_at=long_ago
+        ),
+    )
+    assert (await reap_stale_jobs(stale_after_s=60))["reaped"] == 0
+    assert (await store.get_job(queued)).status == JobStatus.running
+    assert (await store.get_job(retried)).status == JobStatus.running
+
+    # Once its run is Running and the heartbeat still stale, the worker is dead: reaped.
+    async with get_client() as client:
+        await client.set_flow_run_state(run.id, Running(), force=True)
+    assert (await reap_stale_jobs(stale_after_s=60))["jobIds"] == [str(retried)]
+    assert (await store.get_job(queued)).status == JobStatus.running
+
+
+async def test_reaper_reaps_nothing_when_prefect_cannot_be_read(store: Store) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.prefect_server import free_port
+    from flows.reaper import reap
+
+    long_ago = utcnow() - timedelta(hours=1)
+    _, job_id = await seed_project(store, 0)
+    await store.update_job(
+        job_id,
+        JobUpdate(
+            status=JobStatus.running,
+            flow_run_id=uuid4(),
+            started_at=long_ago,
+            heartbeat_at=long_ago,
+        ),
+    )
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        assert await reap(store, cutoff=utcnow() - timedelta(seconds=60)) == []
+    assert (await store.get_job(job_id)).status == JobStatus.running
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ real PrefectDispatcher on the session's Prefect server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -31,11 +32,12 @@ from deployments.webhook_dispatch import (
     run_spec,
 )
 from flows import FLOWS
+from tam.job_reporter import JobReporter
 from tam.models import JobStatus, JobUpdate, Project
 from tam.settings import Settings
 from tam.stores import Store, StoreError, open_store
 
-KEY = "svc-key-0123456789abcdef"
+KEY = "svc-key-0123456789abcdef-0123456789abcdef"  # the webhook wants 32+ characters
 HEADERS = {"x-api-key": KEY}
 
 
@@ -86,7 +88,8 @@ class FakeDispatcher:
 
 
 def settings_for(url: str, key: str | None = KEY) -> Settings:
-    return Settings(database_url=url, service_api_key=key)  # type: ignore[arg-type]
+    # NOTE: docs on, so the schema test can read /openapi.json (production default: off).
+    return Settings(database_url=url, service_api_key=key, webhook_docs=True)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -540,6 +543,136 @@ async def test_cancel_when_prefect_is_down_is_502_and_leaves_the_row(
     assert (await db.get_job(job_id)).status == JobStatus.running
 
 
+# --- the transition table through the webhook (design.md §9) ---------------------------------
+async def dispatch(client: httpx.AsyncClient, project_id: UUID, job_id: UUID) -> httpx.Response:
+    return await client.post("/api/tam/run", json=body(project_id, job_id), headers=HEADERS)
+
+
+async def test_a_duplicate_dispatch_during_a_prefect_outage_never_fails_the_live_job(
+    client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
+) -> None:
+    project_id, job_id = await new_job(db)
+    run_id = UUID((await dispatch(client, project_id, job_id)).json()["taskId"])
+    run = JobReporter(db, job_id, progress_interval_s=0.0, heartbeat_interval_s=3600)
+    await run.start(flow_run_id=run_id, step="qualifying")
+    dispatcher.set_state(run_id, "RUNNING")
+
+    dispatcher.fail_with = PrefectUnavailable("Prefect API unreachable (ConnectError: refused)")
+    answer = await dispatch(client, project_id, job_id)  # the Edge Function retried
+    assert answer.status_code == 502
+    row = await db.get_job(job_id)
+    assert (row.status, row.result_summary) == (JobStatus.running, None)
+
+    # ...and the run, alive all along, finishes the job.
+    run.set_total(4)
+    run.advance(2)
+    await run.step("qualifying 4 companies")
+    assert (await db.get_job(job_id)).progress == 50
+    assert await run.complete({"total": 4})
+    row = await db.get_job(job_id)
+    assert (row.status, row.progress, row.result_summary) == (
+        JobStatus.completed,
+        100,
+        {"total": 4},
+    )
+
+
+async def test_a_dispatch_error_fails_a_job_without_a_live_run(
+    client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
+) -> None:
+    project_id, job_id = await new_job(db)
+    first = UUID((await dispatch(client, project_id, job_id)).json()["taskId"])
+    dispatcher.set_state(first, "CRASHED")  # known final: no live run
+    dispatcher.start_run = _raise_unavailable  # type: ignore[method-assign]
+    answer = await dispatch(client, project_id, job_id)
+    assert answer.status_code == 502
+    row = await db.get_job(job_id)
+    assert row.status == JobStatus.failed and (row.result_summary or {})["dispatch"] is True
+
+
+async def _raise_unavailable(_spec: RunSpec) -> RunInfo:
+    raise PrefectUnavailable("Prefect API unreachable (ConnectError: refused)")
+
+
+async def test_a_completed_job_dispatched_again_is_409_and_the_row_is_untouched(
+    client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
+) -> None:
+    project_id, job_id = await new_job(db)
+    run_id = UUID((await dispatch(client, project_id, job_id)).json()["taskId"])
+    dispatcher.set_state(run_id, "COMPLETED")
+    await db.update_job(
+        job_id, JobUpdate(status=JobStatus.completed, progress=100, result_summary={"total": 7})
+    )
+    before = await db.get_job(job_id)
+    answer = await dispatch(client, project_id, job_id)
+    assert answer.status_code == 409 and "already completed" in answer.json()["error"]
+    assert await db.get_job(job_id) == before
+    assert len(dispatcher.specs) == 1
+
+
+async def test_a_running_row_whose_run_completed_is_restored_not_rerun(
+    client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
+) -> None:
+    project_id, job_id = await new_job(db)
+    run_id = UUID((await dispatch(client, project_id, job_id)).json()["taskId"])
+    dispatcher.set_state(run_id, "COMPLETED")
+    await db.update_job(
+        job_id, JobUpdate(status=JobStatus.completed, progress=100, result_summary={"total": 7})
+    )
+    # An older Edge Function moves the completed job back to running and dispatches it.
+    await db.update_job(job_id, JobUpdate(status=JobStatus.running))
+    answer = await dispatch(client, project_id, job_id)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["restored"] is True and answer.json()["taskId"] == str(run_id)
+    row = await db.get_job(job_id)
+    assert (row.status, row.progress, row.result_summary) == (
+        JobStatus.completed,
+        100,
+        {"total": 7},
+    )
+    assert len(dispatcher.specs) == 1  # nothing started again
+    # The reaper has nothing to overwrite: the row is final.
+    from flows.reaper import reap
+
+    assert await reap(db, cutoff=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+async def test_a_redispatch_of_a_failed_job_is_a_new_queued_attempt_without_the_old_error(
+    client: httpx.AsyncClient, db: Store, dispatcher: FakeDispatcher
+) -> None:
+    project_id, job_id = await new_job(db)
+    first = UUID((await dispatch(client, project_id, job_id)).json()["taskId"])
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    await db.update_job(
+        job_id,
+        JobUpdate(
+            status=JobStatus.failed,
+            result_summary={"error": "boom"},
+            started_at=long_ago,
+            heartbeat_at=long_ago,
+            completed_at=long_ago,
+        ),
+    )
+    dispatcher.set_state(first, "FAILED")
+    # The Edge Function moves failed → running before it calls the webhook.
+    await db.update_job(job_id, JobUpdate(status=JobStatus.running))
+    queued_from = datetime.now(UTC)
+    answer = await dispatch(client, project_id, job_id)
+    second = UUID(answer.json()["taskId"])
+    assert second != first
+    assert dispatcher.specs[-1].idempotency_key == attempt_key(job_id, first)
+    row = await db.get_job(job_id)
+    assert (row.status, row.current_step, row.flow_run_id) == (JobStatus.running, "queued", second)
+    assert (row.result_summary, row.completed_at, row.started_at) == (None, None, None)
+    assert row.heartbeat_at is not None and row.heartbeat_at >= queued_from
+    from flows.reaper import reap
+
+    # Queued, waiting for a worker: not stale, and never reaped however long it waits.
+    assert await reap(db, cutoff=datetime.now(UTC) + timedelta(hours=1)) == []
+    view = await client.get(f"/api/tam/jobs/{job_id}?projectId={project_id}", headers=HEADERS)
+    assert view.json()["currentStep"] == "queued" and view.json()["queuedSeconds"] >= 0
+
+
 # --- health and schema ------------------------------------------------------------------------
 async def test_healthz_reports_database_and_prefect(
     client: httpx.AsyncClient, dispatcher: FakeDispatcher, tmp_path: Path
@@ -548,12 +681,12 @@ async def test_healthz_reports_database_and_prefect(
     assert ok.status_code == 200
     assert ok.json() == {
         "status": "ok",
-        "database": {"ok": True, "error": None},
-        "prefect": {"ok": True, "error": None},
+        "database": "ok",
+        "prefect": "ok",
     }
     dispatcher.healthy = False
     down = await client.get("/healthz")
-    assert down.status_code == 503 and down.json()["prefect"]["ok"] is False
+    assert down.status_code == 503 and down.json()["prefect"] == "unavailable"
 
     broken = open_store(f"sqlite:///{tmp_path}")  # a folder: the database cannot open
     app = create_app(settings_for("sqlite://"), broken, FakeDispatcher())
@@ -562,7 +695,7 @@ async def test_healthz_reports_database_and_prefect(
     ) as other:
         answer = await other.get("/healthz")
     await broken.close()
-    assert answer.status_code == 503 and answer.json()["database"]["ok"] is False
+    assert answer.status_code == 503 and answer.json()["database"] == "unavailable"
 
 
 async def test_openapi_schema_matches_the_answers(client: httpx.AsyncClient) -> None:
@@ -613,7 +746,7 @@ async def test_unreachable_prefect_is_502_with_the_real_dispatcher(
     assert answer.status_code == 502 and "unreachable" in answer.json()["error"]
     job = await db.get_job(job_id)
     assert job.status == JobStatus.failed and "unreachable" in (job.result_summary or {})["error"]
-    assert health.status_code == 503 and health.json()["prefect"]["ok"] is False
+    assert health.status_code == 503 and health.json()["prefect"] == "unavailable"
 
 
 @pytest.mark.prefect
@@ -668,3 +801,44 @@ async def test_real_prefect_idempotency_and_cancel_of_a_scheduled_run(
             await c.get(f"/api/tam/jobs/{job_id}?projectId={project_id}", headers=HEADERS)
         ).json()
         assert view["prefectUrl"] == f"{prefect_server.ui_url}/runs/flow-run/{run_id}"
+
+
+@pytest.mark.prefect
+async def test_cancel_never_forces_cancelled_over_a_run_a_worker_is_starting(
+    prefect_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    deployment = await FLOWS["qualify"].ato_deployment(name=f"cancel-race-{uuid4().hex[:8]}")
+    deployment_id = await deployment.apply()  # nothing serves it: its runs wait, Scheduled
+    async with get_client() as prefect:
+        run = await prefect.create_flow_run_from_deployment(
+            deployment_id, parameters={"project_id": str(uuid4()), "job_id": str(uuid4())}
+        )
+
+    dispatcher = PrefectDispatcher()
+    real_client = dispatcher._client
+
+    @contextlib.asynccontextmanager
+    async def worker_picks_it_up_after_the_read() -> AsyncIterator[Any]:
+        async with real_client() as client:
+            read = client.read_flow_run
+            reads = 0
+
+            async def read_then_claimed(flow_run_id: UUID) -> Any:
+                nonlocal reads
+                seen = await read(flow_run_id)
+                reads += 1
+                if reads == 1:  # a worker proposes Pending, as it does when it takes a run
+                    async with get_client() as worker:
+                        await worker.set_flow_run_state(flow_run_id, Pending())
+                return seen
+
+            client.read_flow_run = read_then_claimed
+            yield client
+
+    monkeypatch.setattr(dispatcher, "_client", worker_picks_it_up_after_the_read)
+    info = await dispatcher.cancel_run(run.id)
+    # Not Cancelled over the starting worker: Cancelling, which that worker acts on.
+    assert info is not None and info.state_type == "CANCELLING"
