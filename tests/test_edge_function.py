@@ -380,6 +380,16 @@ async def test_a_running_job_is_dispatched_again_without_being_reset(
     assert await store.get_job(job.id) == before
 
 
+@pytest.mark.parametrize("body", ["null", "[]", '{"jobId": 7}', '{"jobId": "1; drop table"}'])
+async def test_a_body_without_a_job_id_is_400(edge: str, stub: SupabaseStub, body: str) -> None:
+    _, token = customer(stub)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.post(edge, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "jobId is required (a UUID)"}
+
+
 # --- CORS -----------------------------------------------------------------------------------
 async def test_cors_answers_only_the_configured_origins(
     edge: str, store: Store, stub: SupabaseStub, dispatcher: RecordingDispatcher

@@ -24,7 +24,11 @@
 // Drop-in: the app's index.ts does `import { handler } from "./tam-run-job.ts";
 // Deno.serve(handler);` (the Deno.serve at the bottom runs only when this file is the entry).
 
-import { createClient, type SupabaseClient } from "npm:@supabase/supabase-js@2";
+import {
+  createClient,
+  isAuthRetryableFetchError,
+  type SupabaseClient,
+} from "npm:@supabase/supabase-js@2";
 
 /** Job types the pipeline runs on Prefect (the webhook's FLOWS keys). */
 export const LONG_RUNNING_JOB_TYPES = new Set([
@@ -252,7 +256,16 @@ export async function handler(req: Request): Promise<Response> {
   }
   if (req.method === "OPTIONS") return new Response(null, { status: 204, headers: cors });
   if (req.method !== "POST") return json({ error: "Method not allowed" }, 405, cors);
+  try {
+    return await startJob(req, cors);
+  } catch (e) {
+    // The browser still gets JSON it may read (with CORS), not the runtime's bare 500.
+    console.error(`tam-run-job: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    return json({ error: "Internal error" }, 500, cors);
+  }
+}
 
+async function startJob(req: Request, cors: Record<string, string>): Promise<Response> {
   const config = readConfig();
   if ("error" in config) {
     console.error(`tam-run-job: ${config.error}`);
@@ -263,9 +276,16 @@ export async function handler(req: Request): Promise<Response> {
   if (!token) return json({ error: "Missing Authorization: Bearer <user JWT>" }, 401, cors);
   const service = createClient(config.supabaseUrl, config.serviceRoleKey, { auth: NO_SESSION });
   const { data: auth, error: authError } = await service.auth.getUser(token);
+  if (authError && isAuthRetryableFetchError(authError)) {
+    // Auth itself is down (network, 5xx): not the caller's fault, and not a verdict on them.
+    return json({ error: "Could not verify the session; try again" }, 503, cors);
+  }
   if (authError || !auth?.user?.id) return json({ error: "Invalid or expired session" }, 401, cors);
 
-  const { jobId } = await req.json().catch(() => ({ jobId: undefined }));
+  const body: unknown = await req.json().catch(() => null);
+  const jobId = typeof body === "object" && body !== null
+    ? (body as Record<string, unknown>).jobId
+    : undefined;
   if (typeof jobId !== "string" || !UUID_PATTERN.test(jobId)) {
     return json({ error: "jobId is required (a UUID)" }, 400, cors);
   }
