@@ -14,6 +14,7 @@ from tam.errors import (
     AuthFailed,
     BadResponse,
     InvalidRequest,
+    NotFound,
     OutOfCredits,
     RateLimited,
     SystemicError,
@@ -85,6 +86,17 @@ async def test_a_miss_is_none_and_free(client: HunterClient) -> None:
     assert client.usage.credits == 0 and client.calls == 1
 
 
+@respx.mock
+async def test_a_404_naming_the_missing_email_is_a_miss_not_a_wrong_route(
+    client: HunterClient,
+) -> None:
+    respx.get(FINDER).mock(
+        return_value=errors(404, "email_not_found", "No email address was found.")
+    )
+    assert await client.find_email(domain="acme.io", first_name="Ada", last_name="X") is None
+    assert client.usage.credits == 0
+
+
 async def test_needs_domain_and_names(client: HunterClient) -> None:
     with pytest.raises(ValueError):
         await client.find_email(domain="acme.io", first_name="Ada", last_name=" ")
@@ -100,8 +112,11 @@ async def test_needs_domain_and_names(client: HunterClient) -> None:
         (errors(429, "too_many_requests", "You have reached your monthly quota"), OutOfCredits),
         (errors(403, "too_many_requests", "You have reached the rate limit."), RateLimited),
         (errors(400, "wrong_params", "You are missing the domain parameter"), InvalidRequest),
-        (errors(451, "unavailable_for_legal_reasons", "Asked not to process"), InvalidRequest),
+        (errors(451, "claimed_email", "Asked us to stop the processing"), NotFound),
+        (httpx.Response(451, text=""), NotFound),
         (errors(404, "not_found", "The requested resource couldn't be found."), SystemicError),
+        (httpx.Response(404, text="<html><title>404 Not Found</title></html>"), SystemicError),
+        (httpx.Response(404, text=""), SystemicError),
         (errors(500, "server_error", "Something went wrong"), Unavailable),
         (httpx.Response(502, text="<html><h1>502 Bad Gateway</h1></html>"), Unavailable),
         (httpx.Response(503, text=""), Unavailable),

@@ -354,3 +354,24 @@ async def test_alternative_key_and_body_forms(emulators: EmulatorServer, control
     assert hunter.json()["data"]["email"] == person["email"]
     assert form.json()["result"] == json_body.json()["result"] == "valid"
     assert keyless.status_code == 200 and keyless.json()["status"] == "auth_failure"
+
+
+async def test_hunter_miss_claimed_and_wrong_route_are_told_apart(
+    clients: Clients, emulators: EmulatorServer, control: EmulatorControl
+):
+    from tam.errors import NotFound, SystemicError
+
+    domain = sample_companies(1)[0]["domain"]
+    control.configure("hunter", miss_status=404)
+    # Nobody of that name works there: a miss, answered 404 email_not_found.
+    assert await clients.hunter.find_email(domain=domain, first_name="No", last_name="One") is None
+    control.configure("hunter", claimed_rate=1.0)
+    with pytest.raises(NotFound, match="not to process"):
+        await clients.hunter.find_email(domain=domain, first_name="No", last_name="One")
+    assert stats(control, "hunter")["status_counts"] == {"404": 1, "451": 1}
+    wrong = HunterClient(api_key=EMULATOR_KEY, base_url=emulators.base_url("hunter") + "/api")
+    try:
+        with pytest.raises(SystemicError, match="endpoint not found"):
+            await wrong.find_email(domain=domain, first_name="No", last_name="One")
+    finally:
+        await wrong.close()

@@ -199,3 +199,37 @@ async def test_nothing_qualified_completes_at_once_with_zeros(
     )
     assert (await store.get_job(job.id)).status == JobStatus.completed
     assert emulator_control.stats("prospeo", latencies=False)["calls"] == 0
+
+
+async def test_hunter_misses_as_404_and_claimed_people_as_451_do_not_fail_the_job(
+    prefect_server: Any, store: Store, emulator_control: Any
+) -> None:
+    # Both mean "no email from Hunter": the waterfall goes on, the contact stays not_found.
+    emulator_control.configure("hunter", miss_status=404, claimed_rate=0.3)
+    project_id, domains = await seed(store, 30)
+    job = await store.create_job(project_id, "find_contacts")
+
+    summary = await find_contacts(project_id=project_id, job_id=job.id)
+
+    hunter = emulator_control.stats("hunter", latencies=False)
+    assert hunter.get("claimed", 0) > 0 and hunter.get("misses", 0) > 0
+    assert hunter["status_counts"].get("404", 0) == hunter["misses"]
+    assert hunter["status_counts"].get("451", 0) == hunter["claimed"]
+    finished = await store.get_job(job.id)
+    assert finished.status == JobStatus.completed, finished.result_summary
+    expected = {p["linkedin_url"]: p for d in domains for p in expected_people(d)}
+    contacts = await contacts_of(store, project_id)
+    assert {c.linkedin_url for c in contacts} == set(expected)
+    claimed_seen = 0
+    for contact in contacts:
+        person = expected[contact.linkedin_url]
+        status, source = WORLD.expected_email(person["domain"], person)
+        name = f"{person['first_name'].lower()} {person['last_name'].lower()}"
+        claimed = WORLD.unit(person["domain"], "hunter_claimed", name) < 0.3
+        if source == "hunter" and claimed:
+            claimed_seen += 1
+            assert (contact.email_status, contact.email) == ("not_found", None)
+        else:
+            assert contact.email_status == status, contact.linkedin_url
+    assert claimed_seen > 0
+    assert summary["contactsFound"] == len(expected)

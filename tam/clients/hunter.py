@@ -2,9 +2,14 @@
 
 Wire facts (hunter.io/api-documentation/v2): the key goes in ``X-API-KEY`` (or ``api_key``);
 errors are ``{"errors": [{"id", "code", "details"}]}``. Hunter inverts the usual statuses:
-**403 is the rate limit** (retry later) and **429 the exhausted monthly quota** (stop). A miss
-is a 200 with ``data.email`` null and costs nothing; 451 means Hunter was asked not to
-process that person.
+**403 is the rate limit** (retry later) and **429 the exhausted monthly quota** (stop).
+
+"No email from Hunter" has three spellings, none of which fails the job: a 200 whose
+``data.email`` is null (the documented miss, free), a 404 whose error id names the missing
+email (``email_not_found``), and 451 — the person claimed their data or opted out, so Hunter
+will not process them (raised as `NotFound`, so the waterfall records why). Any other 404 (an
+unknown path, e.g. a wrong base URL: no Hunter error body, or a generic ``not_found`` id)
+fails every call alike and stays a `SystemicError`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tam.clients._http import ProviderHTTP, body_snippet, retry_after_seconds
 from tam.errors import (
     AuthFailed,
     InvalidRequest,
+    NotFound,
     OutOfCredits,
     ProviderError,
     RateLimited,
@@ -29,6 +35,8 @@ from tam.models import Usage
 PROVIDER = "hunter"
 # NOTE: Starter plan list price ($49 / 2,000 credits); override with the account's price.
 DEFAULT_CREDIT_PRICE_USD = 0.0245
+# Error ids of a 404 that is a miss for this person, not an unknown route.
+MISS_ERROR_IDS = frozenset({"email_not_found", "person_not_found", "no_email_found"})
 
 
 class HunterEmail(BaseModel):
@@ -116,6 +124,8 @@ class HunterClient:
         response = await self._http.request(
             "GET", "/v2/email-finder", params=params, ok=tuple(range(200, 600))
         )
+        if response.status_code == 404 and _is_miss(response):
+            return None  # nothing for this person, nothing billed
         if response.status_code != 200:
             raise _error(response)
         answer = self._http.parse(_FinderAnswer, self._http.json(response))
@@ -148,12 +158,27 @@ def _error(response: httpx.Response) -> ProviderError:
     if status in (402, 429):
         return OutOfCredits(f"usage limit reached: {detail}", **kwargs)
     if status == 404:
-        # Hunter answers 404 only for unknown paths: a wrong base URL fails every call.
+        # Not a miss (see `_is_miss`): an unknown path, so a wrong base URL fails every call.
         return SystemicError(f"endpoint not found: {detail}", **kwargs)
+    if status == 451:
+        return NotFound(f"the person asked Hunter not to process their data: {detail}", **kwargs)
     if status in (408, 409, 425) or status >= 500 or 200 <= status < 300:
         # 2xx other than 200 (202/222) are "try again later" answers on Hunter's side.
         return Unavailable(detail, retry_after=retry_after_seconds(response.headers), **kwargs)
     return InvalidRequest(detail, **kwargs)
+
+
+def _error_ids(response: httpx.Response) -> set[str]:
+    try:
+        parsed = _ErrorAnswer.model_validate(response.json())
+    except ValueError:
+        return set()
+    return {e.id.lower() for e in parsed.errors if e.id}
+
+
+def _is_miss(response: httpx.Response) -> bool:
+    """A 404 in Hunter's error envelope that names the missing email, not the path."""
+    return bool(_error_ids(response) & MISS_ERROR_IDS)
 
 
 def _details(response: httpx.Response) -> str:

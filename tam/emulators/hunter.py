@@ -4,7 +4,9 @@ Facts it follows (hunter.io/api-documentation/v2): the key comes as the ``api_ke
 parameter, the ``X-API-KEY`` header or a bearer token; answers are ``{"data", "meta"}``;
 errors are ``{"errors": [{"id", "code", "details"}]}`` with 401 for a bad key, **403 for the
 rate limit** and **429 for the exhausted monthly quota** (inverted from most APIs); a miss
-is a 200 whose ``data.email`` is null and costs nothing.
+is a 200 whose ``data.email`` is null and costs nothing (knob ``miss_status=404``: a 404 whose
+error id is ``email_not_found``, as some accounts see); a person who claimed their data or
+opted out answers 451 (knob ``claimed_rate``); an unknown path is a 404 ``not_found``.
 
 So the framework's knobs keep their meaning: an injected or rate-cap 429 ("slow down")
 answers Hunter's 403, and ``out_of_credits`` answers Hunter's 429.
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tam.domains import normalize_domain
 from tam.emulators.base import Call, Endpoint, ErrorReason, ProviderEmulator, register_provider
+from tam.emulators.knobs import Knobs
 
 _ERRORS = {
     ErrorReason.auth: (401, "authentication_failed", "No user found for the API key supplied"),
@@ -34,6 +38,10 @@ _ERRORS = {
     ErrorReason.bad_request: (400, "wrong_params", "Your request was not valid."),
     ErrorReason.not_found: (404, "not_found", "The requested resource couldn't be found."),
 }
+_CLAIMED = (
+    "The person behind this email address asked us directly or indirectly to stop the "
+    "processing of their personal data. For this reason, you shouldn't process it yourself."
+)
 _SCORES = {"valid": (90, 99), "accept_all": (60, 80), "unknown": (40, 70)}
 
 
@@ -49,9 +57,17 @@ def _finder_key(call: Call) -> str | None:
     return f"{' '.join(name.lower().split())}@{domain.lower()}"
 
 
+class HunterKnobs(Knobs):
+    # How a miss is answered: 200 with data.email null, or 404 ``email_not_found``.
+    miss_status: Literal[200, 404] = 200
+    # Share of the world's people who claimed their data (answered 451, never an email).
+    claimed_rate: float = Field(default=0.0, ge=0, le=1)
+
+
 @register_provider
 class HunterEmulator(ProviderEmulator):
     name = "hunter"
+    knobs_model = HunterKnobs
     # Hunter refuses bursts with its rate-limit answer.
     concurrency_status = 403
 
@@ -89,8 +105,17 @@ class HunterEmulator(ProviderEmulator):
                 "wrong_params",
                 "You are missing the first_name and last_name or full_name parameter",
             )
+        knobs = self.knobs
+        assert isinstance(knobs, HunterKnobs)
         person = self.world.find_person(domain, first, last)
+        claimed_key = f"{first.strip().lower()} {last.strip().lower()}"
+        if self.world.unit(domain, "hunter_claimed", claimed_key) < knobs.claimed_rate:
+            self.counters.bump("claimed")
+            return _errors(451, "claimed_email", _CLAIMED)
         status = self.world.hunter_status(domain, person) if person else None
+        if status is None and knobs.miss_status == 404:
+            self.counters.bump("misses")
+            return _errors(404, "email_not_found", "No email address was found for this person.")
         data: dict[str, Any] = {
             "first_name": first,
             "last_name": last,

@@ -9,7 +9,9 @@ Order and verdicts:
    bounce), unknown → ``found``.
 
 A provider saying "I have nothing for this person" (NotFound, InvalidRequest) moves on down
-the waterfall. Systemic errors propagate (fail the job); so does a retryable error that
+the waterfall; for Hunter that includes a 404 miss and a 451 (the person claimed their data
+or opted out): the contact ends `not_found`, the reason kept in `raw`. Systemic errors
+propagate (fail the job); so does a retryable error that
 outlived `max_attempts` (the contact keeps no status, and a re-run tries it again).
 """
 
