@@ -34,7 +34,7 @@ from tests.reliability.helpers import (
     paid_twice,
     seed_qualified,
     settle,
-    wait_for_job,
+    wait_until_held,
 )
 from tests.reliability.plugin import FULL, Tally
 from tests.test_flow_systemic_errors import CASES
@@ -114,15 +114,18 @@ async def test_claude_outage_mid_run_then_back_completes_every_company_once(
     kind: str,
 ) -> None:
     n = 200 if FULL else 100
-    # ~4 s of work at 10 in flight: the outage starts a quarter of the way in.
-    emulator_control.configure("anthropic", latency_median_s=0.4, latency_sigma=0.3)
+    emulator_control.configure("anthropic", latency_median_s=0.05, latency_sigma=0.3)
+    # A quarter of the answers, then the run waits on Claude: the outage meets it mid-run
+    # however fast the machine is (the held calls are let go into the outage).
+    emulator_control.hold("anthropic", after=n // 4)
     project_id, job_id = await seed_project(store, n)
     outage = Outage(kind, anthropic_proxy, emulator_control)
     run = asyncio.create_task(qualify_companies(project_id=project_id, job_id=job_id))
     try:
-        await wait_for_job(store, job_id, lambda j: (j.done_count or 0) >= n // 4)
+        await wait_until_held(emulator_control, "anthropic", n // 4)
         outage.begin()
-        await asyncio.sleep(OUTAGE_S)
+        await emulator_control.arelease("anthropic")
+        await asyncio.sleep(OUTAGE_S)  # how long the outage lasts, not a wait for the run
         during = await store.get_job(job_id)
         assert during.status == JobStatus.running  # waiting it out, not giving up
     finally:
@@ -161,13 +164,16 @@ async def test_claude_down_for_good_fails_clearly_and_a_rerun_finishes(
     tally: Tally,
 ) -> None:
     n = 80
-    emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
+    emulator_control.configure("anthropic", latency_median_s=0.05, latency_sigma=0.3)
+    emulator_control.hold("anthropic", after=20)
     project_id, job_id = await seed_project(store, n)
     run = asyncio.create_task(
         qualify_companies(project_id=project_id, job_id=job_id, return_state=True)
     )
-    await wait_for_job(store, job_id, lambda j: (j.done_count or 0) >= 20)
+    # 20 answered, the rest waiting: Claude goes away for good with the run mid-way.
+    await wait_until_held(emulator_control, "anthropic", 20)
     anthropic_proxy.down()
+    await emulator_control.arelease("anthropic")
     state = await run
     tally.fault("provider connection refused", anthropic_proxy.outages)
 
@@ -213,15 +219,20 @@ async def test_hunter_outage_mid_waterfall_then_back_gives_every_contact_its_ver
         emulator_control.configure(provider, latency_median_s=0.1, latency_sigma=0.3)
     project_id, job_id, rows = await seed_qualified(store, n)
     domain_of = {c.id: c.domain or "" for c in rows}
+    # The waterfall's first Hunter call waits there: the outage starts mid-waterfall
+    # rather than whenever the test gets to it (perhaps after the step ended).
+    emulator_control.hold("hunter")
     run = asyncio.create_task(find_contacts(project_id=project_id, job_id=job_id))
-    await wait_for_job(store, job_id, lambda j: j.current_step == "finding emails", timeout=120)
+    await wait_until_held(emulator_control, "hunter", 0, timeout=120)
     emulator_control.configure("hunter", error_rates={503: 1.0}, retry_after_s=0)
-    await asyncio.sleep(OUTAGE_S)
+    await emulator_control.arelease("hunter")
+    await asyncio.sleep(OUTAGE_S)  # how long the outage lasts
     emulator_control.configure("hunter", error_rates={})
     await run
 
     injected = emulator_control.stats("hunter", latencies=False)["status_counts"].get("503", 0)
     tally.fault("provider http 503", injected)
+    assert injected > 0
     job = await store.get_job(job_id)
     assert job.status == JobStatus.completed, job.result_summary
     contacts = await all_contacts(store, project_id)
