@@ -18,9 +18,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(limits_app, name="limits")
 console = Console()
 
-ProjectOpt = Annotated[UUID, typer.Option("--project", help="tam_projects.id")]
-JobOpt = Annotated[UUID | None, typer.Option("--job", help="tam_job_queue.id (created if missing)")]
-
 
 @db_app.command("init")
 def db_init(
@@ -107,18 +104,77 @@ def _run_flow(step: str, **params: Any) -> None:
     console.print_json(data=result)
 
 
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """One clear line on stderr, no traceback."""
+    typer.echo(f"tam run: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _parse_id(option: str, value: str) -> UUID:
+    try:
+        return UUID(value.strip())
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a valid id (expected a UUID)", 2) from None
+
+
+def _check_ids(project_id: UUID, job_id: UUID | None) -> None:
+    """The project must exist, and a given job must be that project's (a job id that does
+    not exist yet is created by the run, as the app's own rows are)."""
+    from tam.settings import get_settings
+    from tam.stores import open_store
+    from tam.stores.base import NotFoundInStore, StoreError
+
+    async def main() -> str | None:
+        store = open_store(get_settings().database_url)
+        try:
+            try:
+                await store.get_project(project_id)
+            except NotFoundInStore:
+                return f"project {project_id} does not exist"
+            if job_id is None:
+                return None
+            try:
+                job = await store.get_job(job_id)
+            except NotFoundInStore:
+                return None
+            if job.project_id != project_id:
+                return f"job {job_id} belongs to project {job.project_id}, not {project_id}"
+            return None
+        except StoreError as exc:
+            # NOTE: a fresh database without tables has no projects either.
+            return f"project {project_id} not found ({type(exc).__name__}: run `tam db init`?)"
+        finally:
+            await store.close()
+
+    problem = asyncio.run(main())
+    if problem:
+        raise _fail(problem)
+
+
 @app.command("run")
 def run_step(
     step: Annotated[str, typer.Argument(help="Job type, e.g. qualify, find_contacts")],
-    project: ProjectOpt,
-    job: JobOpt = None,
+    project: Annotated[str, typer.Option("--project", help="tam_projects.id")],
+    job: Annotated[
+        str | None, typer.Option("--job", help="tam_job_queue.id (created if missing)")
+    ] = None,
 ) -> None:
     """Run STEP for a project now, in this process (job types as the app names them)."""
     from flows import FLOWS
 
     if step not in FLOWS:
-        raise typer.BadParameter(f"unknown step {step!r}; one of: {', '.join(FLOWS)}")
-    _run_flow(step, project_id=project, job_id=job)
+        raise _fail(f"unknown step {step!r}; one of: {', '.join(FLOWS)}", 2)
+    project_id = _parse_id("--project", project)
+    job_id = _parse_id("--job", job) if job is not None else None
+    _check_ids(project_id, job_id)
+    try:
+        _run_flow(step, project_id=project_id, job_id=job_id)
+    except Exception as exc:  # noqa: BLE001 - the job row and the run's log carry the detail
+        from tam.failures import describe_failure
+        from tam.settings import get_settings
+
+        detail = describe_failure(exc, get_settings().secret_values())
+        raise _fail(f"{step} failed: {detail}") from None
 
 
 @app.command()
