@@ -26,7 +26,7 @@ from tam.stores import open_store
 from tam.stores.base import Store
 from tests.fixtures.postgres import PgServer
 from tests.helpers.seed import ICP, seed_project
-from tests.reliability.helpers import all_companies, duplicates, paid_twice, wait_for_job
+from tests.reliability.helpers import all_companies, duplicates, paid_twice, wait_until_held
 from tests.reliability.plugin import FULL, Tally
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect, pytest.mark.postgres]
@@ -67,11 +67,25 @@ def half_written(company: Company) -> bool:
     return pending != company.qualification_reason.startswith(NEEDS_REVIEW_PREFIX)
 
 
-async def outage(pg_server: PgServer, seconds: float, tally: Tally) -> None:
+async def outage(
+    pg_server: PgServer,
+    seconds: float,
+    tally: Tally,
+    control: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stop the cluster under a run held on Claude, let the run go on into the outage, and
+    start the cluster again after `seconds` and once a write has failed: the run meets the
+    outage on any machine, not only when it happens to be slower than the test."""
     await asyncio.to_thread(pg_server.stop)
     tally.fault("database cluster stopped")
     try:
-        await asyncio.sleep(seconds)
+        await control.arelease("anthropic")
+        await asyncio.sleep(seconds)  # how long the outage lasts
+        deadline = time.monotonic() + 120
+        while not writes_failed(caplog):
+            assert time.monotonic() < deadline, "no write met the outage"
+            await asyncio.sleep(0.05)
     finally:
         await asyncio.to_thread(pg_server.start)
 
@@ -91,10 +105,11 @@ async def test_short_database_outage_mid_run_loses_and_duplicates_nothing(
 ) -> None:
     n = 300 if FULL else 150
     emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
+    emulator_control.hold("anthropic", after=n // 5)
     project_id, job_id = await seed_project(pg_store, n)
     run = asyncio.create_task(qualify_companies(project_id=project_id, job_id=job_id))
-    await wait_for_job(pg_store, job_id, lambda j: (j.done_count or 0) >= n // 5)
-    await outage(pg_server, 8.0 if FULL else 4.0, tally)
+    await wait_until_held(emulator_control, "anthropic", n // 5)
+    await outage(pg_server, 8.0 if FULL else 4.0, tally, emulator_control, caplog)
     await run
     assert writes_failed(caplog)
 
@@ -128,13 +143,14 @@ async def test_database_gone_longer_than_the_writer_waits_fails_cleanly_then_res
     get_settings.cache_clear()
     n = 120
     emulator_control.configure("anthropic", latency_median_s=0.3, latency_sigma=0.3)
+    emulator_control.hold("anthropic", after=n // 5)
     project_id, job_id = await seed_project(pg_store, n)
     run = asyncio.create_task(
         qualify_companies(project_id=project_id, job_id=job_id, return_state=True)
     )
-    await wait_for_job(pg_store, job_id, lambda j: (j.done_count or 0) >= n // 5)
+    await wait_until_held(emulator_control, "anthropic", n // 5)
     started = time.monotonic()
-    await outage(pg_server, 6.0, tally)
+    await outage(pg_server, 6.0, tally, emulator_control, caplog)
     state = await run
 
     assert state.is_failed() and writes_failed(caplog)
