@@ -177,6 +177,7 @@ async def find_contacts(project_id: UUID, job_id: UUID | None = None) -> dict[st
             for client in (prospeo, hunter, neverbounce):
                 await client.close()
         await store.set_project_status(project_id, ProjectStatus.complete)
-        return await session.complete(
-            contacts_summary(tally, len(plan.targets), ctx.usage(), resumed)
-        )
+        summary = contacts_summary(tally, len(plan.targets), ctx.usage(), resumed)
+        # Contacts or emails the database refused (logged; the rest of each batch was written).
+        summary["storeErrors"] = contact_writer.rejected + update_writer.rejected
+        return await session.complete(summary)

@@ -10,7 +10,7 @@ from prefect import flow
 
 from tam.clients.factory import claude_qualifier
 from tam.models import JobType, ProjectStatus, QualificationResult, QualificationStatus
-from tam.steps.qualify import QualifyContext, QualifyTally
+from tam.steps.qualify import QualifyContext, QualifyTally, store_refused
 from tasks.hooks import JOB_HOOKS
 from tasks.limits import account_limiter
 from tasks.qualify import CONTEXTS, qualify_chunk_task
@@ -24,6 +24,8 @@ def qualify_summary(
         "qualified": tally.qualified,
         "disqualified": tally.disqualified,
         "needsReview": tally.needs_review,
+        # Verdicts the database refused; those companies stay pending ("Needs review").
+        "storeErrors": tally.store_errors,
         "total": tally.qualified + tally.disqualified + tally.needs_review,
         "inputTokens": tally.input_tokens,
         "outputTokens": tally.output_tokens,
@@ -52,7 +54,12 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         replayed = journal.replay()
         if replayed:
             session.logger.info("Replaying %d journaled verdicts", len(replayed))
-            await store.save_qualifications(replayed)
+            # Through a writer: a verdict the database refuses must not fail every re-run.
+            async with session.writer(
+                store.save_qualifications, on_rejected=store_refused(None)
+            ) as replay:
+                for result in replayed:
+                    await replay.add(result)
         done = {result.company_id for result in replayed}
         await reporter.step("loading pending companies")
         pending = [
@@ -73,7 +80,8 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
         reporter.set_total(len(pending))
         await reporter.step(f"qualifying {len(pending)} companies")
         qualifier = claude_qualifier(settings)
-        writer = session.writer(store.save_qualifications)
+        tally = QualifyTally()
+        writer = session.writer(store.save_qualifications, on_rejected=store_refused(tally))
         ctx = QualifyContext(
             icp=icp,
             qualifier=qualifier,
@@ -82,6 +90,7 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
             reporter=reporter,
             max_attempts=settings.max_attempts,
             journal=journal,
+            tally=tally,
         )
         run_key = str(session.job_id)
         CONTEXTS[run_key] = ctx
@@ -100,7 +109,6 @@ async def qualify_companies(project_id: UUID, job_id: UUID | None = None) -> dic
             await qualifier.close()
         # The context's tally, not the tasks' results: a retried chunk's result would miss
         # what its failed attempt answered.
-        tally = ctx.tally
         await store.set_project_status(project_id, ProjectStatus.enriching)
         return await session.complete(
             qualify_summary(tally, await store.count_companies(project_id), len(replayed))

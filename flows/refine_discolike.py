@@ -66,4 +66,6 @@ async def refine_discolike(project_id: UUID, job_id: UUID | None = None) -> dict
         summary = refine_summary(plan, RefineResult(**raw), count.inserted)
         summary["costUsd"] = round(client.usage.cost_usd, 6)
         summary["usage"] = usage_summary([client.usage])
+        # Companies the database refused (logged, and counted in `failed` too).
+        summary["storeErrors"] = writer.rejected
         return await session.complete(summary)

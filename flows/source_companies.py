@@ -112,6 +112,7 @@ async def source_companies(
                 if client is not None:
                     await client.close()
         await store.set_project_status(project_id, ProjectStatus.qualifying)
-        return await session.complete(
-            source_summary(tally, await store.count_companies(project_id), ctx.usage())
-        )
+        summary = source_summary(tally, await store.count_companies(project_id), ctx.usage())
+        # Companies the database refused (logged; the rest of their batch was written).
+        summary["storeErrors"] = writer.rejected
+        return await session.complete(summary)

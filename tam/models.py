@@ -7,9 +7,10 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tam.domains import normalize_domain
+from tam.text import clean_json
 
 
 class ProjectStatus(StrEnum):
@@ -47,6 +48,23 @@ class JobType(StrEnum):
 
 
 NEEDS_REVIEW_PREFIX = "Needs review"
+
+
+class StoredModel(BaseModel):
+    """A model whose values go to the database.
+
+    Every string in it (nested JSON documents and their keys too) loses NUL and the other
+    characters Postgres refuses before any field validator runs (tam.text): providers and
+    scraped pages send them, and one of them used to fail a whole batch. A new model that
+    goes to the store inherits this, so nothing has to remember it field by field.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # NOTE: only raw input; a model instance passed in was cleaned when it was built.
+        return clean_json(data) if isinstance(data, dict) else data
+
 
 Seniority = Literal["C-Suite", "VP", "Director", "Manager", "Founder"]
 Geography = Literal["us_only", "specific_countries", "global"]
@@ -122,7 +140,7 @@ class IcpProfile(BaseModel):
         return list(seen)
 
 
-class Project(BaseModel):
+class Project(StoredModel):
     model_config = ConfigDict(extra="ignore")
 
     id: UUID
@@ -138,7 +156,7 @@ class Project(BaseModel):
         return IcpProfile.model_validate(self.icp_profile or {})
 
 
-class NewCompany(BaseModel):
+class NewCompany(StoredModel):
     """A company to insert (or merge) into a project; the store assigns the id."""
 
     model_config = ConfigDict(extra="ignore")
@@ -175,7 +193,7 @@ class Company(NewCompany):
     created_at: datetime | None = None
 
 
-class QualificationResult(BaseModel):
+class QualificationResult(StoredModel):
     """What qualify writes back for one company."""
 
     company_id: UUID
@@ -188,7 +206,7 @@ class QualificationResult(BaseModel):
         return self.status == QualificationStatus.pending
 
 
-class NewContact(BaseModel):
+class NewContact(StoredModel):
     model_config = ConfigDict(extra="ignore")
 
     project_id: UUID
@@ -212,7 +230,7 @@ class Contact(NewContact):
     created_at: datetime | None = None
 
 
-class ContactUpdate(BaseModel):
+class ContactUpdate(StoredModel):
     """A partial update of one contact; unset fields are left alone."""
 
     contact_id: UUID
@@ -246,7 +264,7 @@ class Job(BaseModel):
     attempt: int = 0
 
 
-class JobUpdate(BaseModel):
+class JobUpdate(StoredModel):
     """Fields a reporter may set on a job row; None means 'leave as is'."""
 
     status: JobStatus | None = None

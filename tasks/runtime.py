@@ -21,7 +21,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from tam.batch_writer import BatchWriter
+from tam.batch_writer import BatchWriter, RejectHandler
 from tam.errors import JobInputError
 from tam.failures import describe_failure
 from tam.job_reporter import JobReporter
@@ -57,14 +57,21 @@ class JobSession:
             raise JobInputError(f"project {self.project_id} does not exist") from None
         return project, project.icp()
 
-    def writer(self, flush: Callable[[Sequence[W]], Awaitable[None]]) -> BatchWriter[W]:
-        """A batch writer with the job's batch size, flush interval and outage budget."""
+    def writer(
+        self,
+        flush: Callable[[Sequence[W]], Awaitable[None]],
+        *,
+        on_rejected: RejectHandler[W] | None = None,
+    ) -> BatchWriter[W]:
+        """A batch writer with the job's batch size, flush interval and outage budget;
+        rows the database refuses go to `on_rejected` (see tam.batch_writer)."""
         return BatchWriter(
             flush,
             batch_size=self.settings.write_batch_size,
             interval_s=self.settings.write_flush_s,
             max_outage_s=self.settings.write_max_outage_s,
             logger=self.logger,
+            on_rejected=on_rejected,
         )
 
     def journal(self, step: str, model: type[M]) -> ResultJournal[M]:

@@ -1,14 +1,16 @@
-"""BatchWriter: full batches under load, nothing lost across an outage, give-up after a limit."""
+"""BatchWriter: full batches under load, nothing lost across an outage, give-up after a limit;
+a row the database refuses is isolated by bisection and never counts as an outage."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 import pytest
 
 from tam.batch_writer import BatchWriter, WriterFailed
-from tam.stores.base import StoreError
+from tam.stores.base import RowRejected, StoreError
 
 
 class Sink:
@@ -55,3 +57,71 @@ async def test_gives_up_after_max_outage() -> None:
     await asyncio.sleep(0.1)
     with pytest.raises(WriterFailed):
         await writer.add(2)
+
+
+class PickySink:
+    """Refuses any batch holding a bad item, as a database refuses a whole statement."""
+
+    def __init__(self, bad: set[int], *, down_after: int | None = None) -> None:
+        self.bad, self.down_after = bad, down_after
+        self.calls = 0
+        self.stored: list[int] = []
+
+    async def __call__(self, items: Sequence[int]) -> None:
+        self.calls += 1
+        if self.down_after is not None and self.calls > self.down_after:
+            raise StoreError("connection refused")
+        if self.bad & set(items):
+            raise RowRejected("check violation", reason="violates check constraint", code="23514")
+        self.stored += items
+
+
+async def test_a_refused_row_is_isolated_in_log2_writes_and_is_no_outage() -> None:
+    sink = PickySink({37})
+    refused: list[tuple[int, str]] = []
+
+    def on_rejected(item: int, exc: RowRejected) -> None:
+        refused.append((item, exc.reason))
+
+    # max_outage_s < 0: one write counted as an outage would fail the writer at once.
+    writer = BatchWriter(
+        sink, batch_size=100, interval_s=60, max_outage_s=-1, on_rejected=on_rejected
+    )
+    for i in range(100):
+        await writer.add(i)
+    await writer.close()
+    assert sorted(sink.stored) == [i for i in range(100) if i != 37]
+    assert refused == [(37, "violates check constraint")]
+    assert writer.rejected == 1 and writer.written == 99 and writer.pending == 0
+    assert sink.calls <= 1 + 2 * math.ceil(math.log2(100))  # 15, not 100
+
+
+async def test_a_fallback_replaces_the_refused_item_once() -> None:
+    sink = PickySink({5, 1005})  # the fallback for 5 (1005) is refused too
+    offered: list[int] = []
+
+    def instead(item: int, _exc: RowRejected) -> int:
+        offered.append(item)
+        return item + 1000 if item < 1000 else item + 1
+
+    writer = BatchWriter(sink, batch_size=10, interval_s=60, max_outage_s=-1, on_rejected=instead)
+    for i in (5, 6, 7):
+        await writer.add(i)
+    await writer.close()
+    assert sorted(sink.stored) == [6, 7]
+    assert offered == [5]  # a refused fallback is dropped (logged), never replaced again
+    assert writer.rejected == 1 and writer.pending == 0
+
+
+async def test_an_outage_while_bisecting_keeps_only_what_is_not_written() -> None:
+    # Refused whole (1), left half written (2), then the database goes away.
+    sink = PickySink({9}, down_after=2)
+    writer: BatchWriter[int] = BatchWriter(sink, batch_size=16, interval_s=60, max_outage_s=60)
+    for i in range(16):
+        await writer.add(i)
+    assert sorted(sink.stored) == list(range(8))
+    assert writer.pending == 8  # the right half waits; nothing written is kept twice
+    sink.down_after = None
+    await writer.close()
+    assert sorted(sink.stored) == [i for i in range(16) if i != 9]
+    assert writer.rejected == 1

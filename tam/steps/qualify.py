@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from tam.batch_writer import BatchWriter
+from tam.batch_writer import BatchWriter, RejectHandler
 from tam.clients._retry import call_with_retries
 from tam.clients.anthropic import ClaudeQualifier, Judgement
 from tam.errors import BadResponse, InvalidRequest
@@ -21,6 +21,7 @@ from tam.models import (
     QualificationResult,
     QualificationStatus,
 )
+from tam.stores.base import RowRejected
 
 _STATUS = {
     "qualified": QualificationStatus.qualified,
@@ -38,6 +39,7 @@ class QualifyTally:
     output_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+    store_errors: int = 0  # verdicts the database refused (stored as "Needs review")
 
     def add(self, other: QualifyTally) -> None:
         for name in self.__dataclass_fields__:
@@ -89,6 +91,32 @@ def needs_review(company: Company, why: str) -> QualificationResult:
         reason=f"{NEEDS_REVIEW_PREFIX} ({why})",
         raw={"verdict": "needs_review", "error": why},
     )
+
+
+def store_refused(tally: QualifyTally | None) -> RejectHandler[QualificationResult]:
+    """The writer's `on_rejected`: a verdict the database refuses is replaced by a
+    "Needs review (could not be stored: ...)" result, so the company stays `pending`, a
+    re-run retries it, and the rest of the batch and the job go on. With `tally`, the
+    verdict moves from its count to needs_review there."""
+
+    def instead(result: QualificationResult, exc: RowRejected) -> QualificationResult:
+        if tally is not None:
+            tally.store_errors += 1
+            if result.status == QualificationStatus.qualified:
+                tally.qualified -= 1
+                tally.needs_review += 1
+            elif result.status == QualificationStatus.disqualified:
+                tally.disqualified -= 1
+                tally.needs_review += 1
+        why = f"could not be stored: {exc.reason}"
+        return QualificationResult(
+            company_id=result.company_id,
+            status=QualificationStatus.pending,
+            reason=f"{NEEDS_REVIEW_PREFIX} ({why})",
+            raw={"verdict": "needs_review", "error": why, "refused": result.status.value},
+        )
+
+    return instead
 
 
 async def qualify_one(

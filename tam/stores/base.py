@@ -41,6 +41,32 @@ class NotFoundInStore(StoreError):
     pass
 
 
+class RowRejected(StoreError):
+    """The database refused the data itself (SQLSTATE class 22 data exception or 23
+    integrity violation): sending the same rows again fails the same way, so this is never
+    an outage. A batch writer isolates the offending row(s) and writes the rest.
+
+    `reason` is short and holds no row values (fit for a company's qualification_reason);
+    `code` is the SQLSTATE when the database gave one.
+    """
+
+    def __init__(self, message: str, *, reason: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+
+
+# SQLSTATE classes of errors that depend on the data sent, not on the database's health.
+ROW_REJECTED_CLASSES = ("22", "23")
+
+
+def short_reason(message: str, limit: int = 160) -> str:
+    """The first line of a database message, without its DETAIL (which quotes the row)."""
+    first = message.strip().splitlines()[0] if message.strip() else "rejected by the database"
+    first = first.split(" DETAIL:", 1)[0].strip()
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 @runtime_checkable
 class Store(Protocol):
     round_trips: int

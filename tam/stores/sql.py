@@ -56,6 +56,9 @@ from tam.stores.sql_rows import (
 WRITE_CHUNK_ROWS = 500
 MAX_IDS_PER_QUERY = 1000
 
+# pg_advisory_xact_lock key that serializes init_schema across processes ("tam_sch" in ASCII).
+SCHEMA_LOCK_KEY = 0x74616D5F736368
+
 # How long a cancelled caller waits for its statements to finish (see SqlStore._execute).
 CANCEL_GRACE_S = 10.0
 _FINISHING: set[asyncio.Future[Any]] = set()
@@ -108,18 +111,25 @@ class SqlStore:
         """Create missing tables, columns and indexes (see tam.schema.ensure_schema).
 
         On Supabase, apply supabase/migrations instead: it also sets RLS and constraints.
+
+        Several processes may do this at once on a new database (the webhook and `tam serve`
+        starting together): each checks and creates inside one transaction that holds a
+        database-wide lock, so they take turns and every one after the first finds the
+        schema there. Checking without the lock, two of them both saw a table missing and
+        the second CREATE TABLE failed ("table tam_contacts already exists").
         """
         with self._errors:
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(ensure_schema)
-            except sa.exc.OperationalError:
-                if self.dialect != "sqlite":
-                    raise
-                # NOTE: two processes creating a fresh SQLite file race on CREATE TABLE;
-                # the loser finds the tables on a second look.
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(ensure_schema)
+            async with self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # NOTE: a transaction-scoped lock: released by COMMIT/ROLLBACK, so it also
+                    # works through a transaction-mode pooler (Supabase's port 6543).
+                    lock = sa.func.pg_advisory_xact_lock(sa.literal(SCHEMA_LOCK_KEY, sa.BigInteger))
+                    await conn.execute(sa.select(lock))
+                else:
+                    # The write lock up front (waits out another process's, up to the busy
+                    # timeout), not at the first CREATE after this one looked.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                await conn.run_sync(ensure_schema)
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from tam.stores.base import StoreError
+from tam.stores.base import ROW_REJECTED_CLASSES, RowRejected, StoreError, short_reason
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
@@ -177,17 +177,32 @@ class ErrorMapper:
     def translate(self, exc: BaseException) -> StoreError:
         kind = "database error"
         detail = str(exc)
+        rejected = False
+        code: str | None = None
         if isinstance(exc, sa.exc.DBAPIError):
             detail = str(exc.orig) if exc.orig is not None else detail
+            code = getattr(exc.orig, "sqlstate", None)
+            # NOTE: psycopg refuses a NUL in a text parameter itself (DataError, no SQLSTATE);
+            # SQLite has no SQLSTATE at all, only the exception class.
+            rejected = isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError) or (
+                isinstance(code, str) and code[:2] in ROW_REJECTED_CLASSES
+            )
             if isinstance(exc, sa.exc.IntegrityError):
                 kind = "statement violates a constraint"
+            elif isinstance(exc, sa.exc.DataError):
+                kind = "data refused"
             elif isinstance(exc, sa.exc.ProgrammingError):
                 kind = "statement refused"
             elif isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
                 kind = "database unavailable"
         elif isinstance(exc, OSError):
             kind = "database unavailable"
+        reason = short_reason(detail)
         detail = " ".join(detail.split())[:500]
         if self._password:
             detail = detail.replace(self._password, "***")
-        return StoreError(f"{kind} ({self._where}): {detail}")
+            reason = reason.replace(self._password, "***")
+        message = f"{kind} ({self._where}): {detail}"
+        if rejected:
+            return RowRejected(message, reason=reason, code=code if isinstance(code, str) else None)
+        return StoreError(message)

@@ -12,7 +12,7 @@ from uuid import UUID
 import httpx
 from pydantic import BaseModel
 
-from tam.stores.base import StoreError
+from tam.stores.base import ROW_REJECTED_CLASSES, RowRejected, StoreError, short_reason
 from tam.stores.sql_rows import chunked
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -23,6 +23,8 @@ SUPABASE_MAX_ROWS = 1000
 MAX_IDS_PER_FILTER = 100
 WRITE_CHUNK_ROWS = 500
 _CONSTRAINT_CODES = {"23505", "23503", "23502", "23514", "23P01"}
+# A 400/409 answered without a PostgREST body: postgrest-py puts the HTTP status in `code`.
+_REJECTED_STATUSES = {"400", "409"}
 _JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
@@ -122,7 +124,13 @@ class PostgrestTables:
         else:
             kind, detail = "database unavailable", f"{type(exc).__name__}: {exc}"
         detail = _JWT.sub("***", detail.replace(self._key, "***"))[:500]
-        return StoreError(f"{kind} (supabase {self.url}): {detail}")
+        message = f"{kind} (supabase {self.url}): {detail}"
+        if isinstance(exc, APIError) and (
+            code[:2] in ROW_REJECTED_CLASSES or code in _REJECTED_STATUSES
+        ):
+            why = _JWT.sub("***", str(exc.message or kind).replace(self._key, "***"))
+            return RowRejected(message, reason=short_reason(why), code=code)
+        return StoreError(message)
 
     async def send(self, query: Any) -> Any:
         from postgrest.exceptions import APIError
