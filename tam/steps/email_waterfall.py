@@ -11,8 +11,8 @@ Order and verdicts:
 A provider saying "I have nothing for this person" (NotFound, InvalidRequest) moves on down
 the waterfall; for Hunter that includes a 404 miss and a 451 (the person claimed their data
 or opted out): the contact ends `not_found`, the reason kept in `raw`. Systemic errors
-propagate (fail the job); so does a retryable error that
-outlived `max_attempts` (the contact keeps no status, and a re-run tries it again).
+propagate (fail the job); so does a retryable error that outlived `max_attempts` (the
+contact keeps no status, and a re-run tries it again).
 """
 
 from __future__ import annotations
