@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -37,11 +37,12 @@ from deployments.webhook_http import (
     key_matches,
     openapi_without_422,
 )
+from deployments.webhook_limits import BudgetedDispatcher, CancelWatchers
+from deployments.webhook_log import audit_cancel, audit_dispatch, configure_logging
 from deployments.webhook_models import (
     CancelRequest,
     CancelResponse,
     ErrorResponse,
-    HealthCheck,
     HealthResponse,
     JobView,
     RunRequest,
@@ -57,10 +58,18 @@ from tam.stores import NotFoundInStore, Store, StoreError, open_store
 logger = logging.getLogger("tam.webhook")
 
 CANCEL_WATCH_S = 180.0
+HEALTH_CHECK_TIMEOUT_S = 10.0
+# The key is all that stands between the internet and starting paid runs: long enough that
+# guessing it is hopeless (`openssl rand -hex 32` gives 64).
+MIN_SERVICE_KEY_CHARS = 32
 
 
 class ServiceKeyMissing(RuntimeError):
     """SERVICE_API_KEY is empty: the webhook would accept anyone, so it does not start."""
+
+
+class ServiceKeyTooShort(ServiceKeyMissing):
+    """SERVICE_API_KEY is shorter than MIN_SERVICE_KEY_CHARS: as good as none."""
 
 
 # --- dependencies -----------------------------------------------------------------------
@@ -80,8 +89,9 @@ def get_store(request: Request) -> Store:
 
 
 def get_dispatcher(request: Request) -> Dispatcher:
-    dispatcher: Dispatcher = request.app.state.dispatcher
-    return dispatcher
+    """The app's dispatcher, its Prefect calls bounded by this request's dispatch budget."""
+    settings: Settings = request.app.state.settings
+    return BudgetedDispatcher(request.app.state.dispatcher, settings.dispatch_budget_s)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -292,16 +302,18 @@ async def run_job(
             await fail_dispatch(store, settings, job, reason)
             status = 502 if isinstance(exc, PrefectUnavailable) else 503
             raise ApiError(status, reason) from exc
-        reused = run.id == job.flow_run_id
-        if not reused:
+        # NOTE: Prefect handing back a run for the idempotency key is a reuse too: a
+        # concurrent dispatch of this job created it after this one read the row.
+        reused = run.existing or run.id == job.flow_run_id
+        if run.id != job.flow_run_id:
             await record_run(store, job, run)
-    logger.info(
-        "Job %s (%s) -> flow run %s [%s]%s",
-        job.id,
-        job.job_type,
-        run.id,
-        run.state_name,
-        " (existing run)" if reused else "",
+    audit_dispatch(
+        job_id=job.id,
+        job_type=job.job_type,
+        project_id=job.project_id,
+        flow_run_id=run.id,
+        state=run.state_name,
+        deduplicated=reused,
     )
     return RunResponse(
         taskId=str(run.id),
@@ -354,6 +366,13 @@ async def cancel_job(
         raise ApiError(400, "projectId: required (query parameter or JSON body)", field="projectId")
     job = await load_job(store, jobId, project_id)
     if job.status == JobStatus.cancelled:
+        audit_cancel(
+            job_id=job.id,
+            project_id=job.project_id,
+            flow_run_id=job.flow_run_id,
+            state=None,
+            outcome="already-cancelled",
+        )
         return CancelResponse(
             jobId=job.id, status=job.status, flowRunId=job.flow_run_id, message="Already cancelled"
         )
@@ -367,6 +386,13 @@ async def cancel_job(
         # Nothing is running it (never dispatched, run gone, or ended): end the row here.
         await mark_cancelled(store, job.id, job.flow_run_id)
         current = await store.get_job(job.id)
+        audit_cancel(
+            job_id=job.id,
+            project_id=job.project_id,
+            flow_run_id=job.flow_run_id,
+            state=run.state_name if run else None,
+            outcome=f"row-{current.status.value}",
+        )
         return CancelResponse(
             jobId=job.id,
             status=current.status,
@@ -374,12 +400,19 @@ async def cancel_job(
             flowRunState=run.state_name if run else None,
             message="Cancelled",
         )
-    tasks: set[asyncio.Task[None]] = request.app.state.background
-    task = asyncio.create_task(
-        watch_cancellation(store, dispatcher, job.id, run.id, request.app.state.cancel_watch_s)
+    watchers: CancelWatchers = request.app.state.watchers
+    # NOTE: the app's own dispatcher: this request's dispatch budget ends long before the
+    # watch does. A job cancelled twice keeps its first watcher.
+    unbudgeted: Dispatcher = request.app.state.dispatcher
+    run_id, watch_s = run.id, request.app.state.cancel_watch_s
+    watchers.start(job.id, lambda: watch_cancellation(store, unbudgeted, job.id, run_id, watch_s))
+    audit_cancel(
+        job_id=job.id,
+        project_id=job.project_id,
+        flow_run_id=run.id,
+        state=run.state_name,
+        outcome="cancelling",
     )
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
     answer = CancelResponse(
         jobId=job.id,
         status=job.status,
@@ -390,36 +423,61 @@ async def cancel_job(
     return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
 
+async def _reachable(name: str, check: Awaitable[object], secrets: list[str]) -> bool:
+    try:
+        await asyncio.wait_for(check, timeout=HEALTH_CHECK_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure is "unavailable"; the log says which
+        detail = f"{type(exc).__name__}: {exc}"
+        logger.warning("Health check: %s unavailable: %s", name, redact(detail, secrets))
+        return False
+    return True
+
+
 async def healthz(request: Request) -> JSONResponse:
+    # NOTE: anyone may call this: it answers fixed words. An exception's text can carry a
+    # hostname, a URL or a credential, so it goes to the log only.
     store: Store = request.app.state.store
     dispatcher: Dispatcher = request.app.state.dispatcher
-    database, prefect = HealthCheck(ok=True), HealthCheck(ok=True)
-    try:
-        await asyncio.wait_for(store.list_jobs(limit=1), timeout=10)
-    except (StoreError, TimeoutError) as exc:
-        database = HealthCheck(ok=False, error=str(exc) or "timed out")
-    try:
-        await asyncio.wait_for(dispatcher.check(), timeout=10)
-    except (PrefectUnavailable, TimeoutError) as exc:
-        prefect = HealthCheck(ok=False, error=str(exc) or "timed out")
-    ok = database.ok and prefect.ok
-    answer = HealthResponse(status="ok" if ok else "degraded", database=database, prefect=prefect)
-    return JSONResponse(answer.model_dump(mode="json"), status_code=200 if ok else 503)
+    secrets = request.app.state.settings.secret_values()
+    database, prefect = await asyncio.gather(
+        _reachable("database", store.list_jobs(limit=1), secrets),
+        _reachable("Prefect", dispatcher.check(), secrets),
+    )
+    answer = HealthResponse(
+        status="ok" if database and prefect else "degraded",
+        database="ok" if database else "unavailable",
+        prefect="ok" if prefect else "unavailable",
+    )
+    return JSONResponse(
+        answer.model_dump(mode="json"), status_code=200 if answer.status == "ok" else 503
+    )
 
 
 # --- the app ------------------------------------------------------------------------------
+def check_service_key(settings: Settings) -> None:
+    """Refuse to serve without a key, or with one short enough to guess."""
+    key = settings.service_api_key.get_secret_value() if settings.service_api_key else ""
+    if not key.strip():
+        raise ServiceKeyMissing(
+            "SERVICE_API_KEY is not set: the dispatch webhook refuses to start without it"
+        )
+    if len(key) < MIN_SERVICE_KEY_CHARS:
+        raise ServiceKeyTooShort(
+            f"SERVICE_API_KEY has {len(key)} characters; the dispatch webhook needs at least "
+            f"{MIN_SERVICE_KEY_CHARS} (make one with `openssl rand -hex 32`)"
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     store: Store | None = None,
     dispatcher: Dispatcher | None = None,
 ) -> FastAPI:
     """The webhook app. Without `store`/`dispatcher` it opens the configured database and
-    talks to the Prefect API in PREFECT_API_URL. Raises ServiceKeyMissing without a key."""
+    talks to the Prefect API in PREFECT_API_URL. Raises ServiceKeyMissing without a key of
+    at least MIN_SERVICE_KEY_CHARS characters."""
     settings = settings or get_settings()
-    if settings.service_api_key is None or not settings.service_api_key.get_secret_value().strip():
-        raise ServiceKeyMissing(
-            "SERVICE_API_KEY is not set: the dispatch webhook refuses to start without it"
-        )
+    check_service_key(settings)
     owns_store = store is None
 
     @contextlib.asynccontextmanager
@@ -429,7 +487,7 @@ def create_app(
             try:
                 await app.state.store.init_schema()
             except StoreError as exc:  # /healthz reports it; dispatches answer 500 meanwhile
-                logger.error("Database not ready: %s", exc)
+                logger.error("Database not ready: %s", redact(str(exc), settings.secret_values()))
         try:
             yield
         finally:
@@ -438,16 +496,23 @@ def create_app(
             if owns_store:
                 await app.state.store.close()
 
+    # NOTE: the docs pages and the schema map the whole API for anyone: off unless asked
+    # for (TAM_WEBHOOK_DOCS=true, for local development).
+    docs = settings.webhook_docs
     app = FastAPI(
         title="TAM dispatch webhook",
         version="1.0.0",
         summary="Starts the TAM pipeline's Prefect flows for the app's Edge Functions.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.store = store
     app.state.dispatcher = dispatcher or PrefectDispatcher()
     app.state.background = set()
+    app.state.watchers = CancelWatchers(app.state.background)
     app.state.cancel_watch_s = CANCEL_WATCH_S
     # `tam serve` and prefect.yaml's Docker flavour deploy as "tam"; the process flavour as
     # "tam-process" (see prefect.yaml).
@@ -475,4 +540,7 @@ def run(host: str = "127.0.0.1", port: int = 8000) -> None:
         app = create_app()
     except ServiceKeyMissing as exc:
         raise SystemExit(f"error: {exc}") from None
+    # NOTE: before uvicorn configures its loggers: Prefect's logging setup (run at its
+    # import) would otherwise silence the access and audit lines after the first dispatch.
+    configure_logging()
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

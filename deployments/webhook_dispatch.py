@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from pydantic import BaseModel
@@ -24,6 +24,8 @@ logger = logging.getLogger("tam.webhook")
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})
 # A final run that did not finish its work: dispatching the job again starts a new attempt.
 UNFINISHED_STATES = frozenset({"FAILED", "CANCELLED", "CRASHED"})
+# The flow-run context key start_run marks its own creations with.
+DISPATCH_TOKEN = "tam_dispatch_token"
 
 
 class PrefectUnavailable(Exception):
@@ -40,6 +42,8 @@ class RunInfo(BaseModel):
     id: UUID
     state_type: str
     state_name: str
+    # start_run only: Prefect answered with a run that already had the idempotency key.
+    existing: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -165,14 +169,20 @@ class PrefectDispatcher:
                     f"Prefect has no deployment {spec.deployment!r}; start `tam serve` or "
                     "run `prefect deploy` (see deployments/README.md)"
                 ) from None
+            # NOTE: a token of this call in the run's context tells a run created here
+            # from one Prefect returned for the key (the API's 201/200 is decided on a
+            # timestamp taken before the insert, so two racing creates can both see 201).
+            token = uuid4().hex
             run = await client.create_flow_run_from_deployment(
                 deployment.id,
                 parameters=spec.parameters,
                 name=spec.name,
                 tags=spec.tags,
                 idempotency_key=spec.idempotency_key,
+                context={DISPATCH_TOKEN: token},
             )
-        return _info(run)
+        existing = (run.context or {}).get(DISPATCH_TOKEN) != token
+        return _info(run).model_copy(update={"existing": existing})
 
     async def read_run(self, flow_run_id: UUID) -> RunInfo | None:
         from prefect.exceptions import ObjectNotFound

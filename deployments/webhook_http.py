@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployments.webhook_log import audit_refused
 from tam.failures import redact
 from tam.settings import Settings
 from tam.stores.base import StoreError
@@ -184,8 +185,13 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     service_key = settings.service_api_key.get_secret_value()
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, field=exc.field)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status_code == 401:
+            audit_refused(request)
+        # NOTE: the Edge Function writes a failed dispatch's answer into the job row, which
+        # the app shows its user: a reason quoting a URL or a key must not carry it there.
+        message = redact(exc.message, settings.secret_values())
+        return error_response(exc.status_code, message, field=exc.field)
 
     @app.exception_handler(StoreError)
     async def _database(request: Request, exc: StoreError) -> JSONResponse:
@@ -206,6 +212,7 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
             and request.url.path.startswith("/api/")
             and not key_matches(service_key, request.headers.get("x-api-key"))
         ):
+            audit_refused(request)
             return error_response(401, "Unauthorized")
         return error_response(exc.status_code, str(exc.detail))
 
@@ -216,6 +223,7 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
         if request.url.path.startswith("/api/") and not key_matches(
             service_key, request.headers.get("x-api-key")
         ):
+            audit_refused(request)
             return error_response(401, "Unauthorized")
         message, field = validation_message(exc)
         return error_response(400, message, field=field)

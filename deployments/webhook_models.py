@@ -92,15 +92,16 @@ class CancelResponse(BaseModel):
     message: str
 
 
-class HealthCheck(BaseModel):
-    ok: bool
-    error: str | None = None
+Reachability = Literal["ok", "unavailable"]
 
 
 class HealthResponse(BaseModel):
+    """Fixed words only: the reason (a hostname, a URL) goes to the server log, not to an
+    anonymous caller."""
+
     status: Literal["ok", "degraded"]
-    database: HealthCheck
-    prefect: HealthCheck
+    database: Reachability
+    prefect: Reachability
 
 
 class ErrorResponse(BaseModel):

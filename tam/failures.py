@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from pydantic import ValidationError
@@ -20,6 +21,10 @@ _KEY_ENV = {
 }
 
 
+# `scheme://user:password@`: the user stays (it helps to read the error), the password goes.
+_URL_PASSWORD = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s/@]+@")
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The first meaningful exception inside (nested) exception groups."""
     while isinstance(exc, BaseExceptionGroup):
@@ -36,10 +41,12 @@ def _is_cancel(exc: BaseException) -> bool:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` without the given secrets, nor the password of any URL it quotes."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
-    return text
+    # NOTE: also a URL that is not the configured one (a DSN a driver echoes, a pooler's).
+    return _URL_PASSWORD.sub(r"\g<prefix>:***@", text)
 
 
 def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
