@@ -193,7 +193,8 @@ def webhook(
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> None:
-    """Run the dispatch webhook the Edge Function calls (needs SERVICE_API_KEY)."""
+    """Run the dispatch webhook the Edge Function calls (needs a SERVICE_API_KEY of 32+
+    characters). For local development, TAM_WEBHOOK_DOCS=true serves /docs and /redoc."""
     from deployments.webhook import run
 
     run(host=host, port=port)
