@@ -328,14 +328,14 @@ async def pg_store(
     get_settings.cache_clear()
 
 
-async def seed_qualify(store: Store, n: int) -> tuple[UUID, UUID]:
+async def seed_qualify(store: Store, n: int, *, dirty: bool) -> tuple[UUID, UUID]:
     from tam.emulators.world import sample_companies
     from tests.helpers.seed import ICP
 
     project = await store.create_project(Project(id=uuid.uuid4(), name="pg", icp_profile=ICP))
     companies = []
     for i, fields in enumerate(sample_companies(n, 7)):
-        if i % 10 == 0:  # scraped text as providers return it
+        if dirty and i % 10 == 0:  # scraped text as providers return it
             fields = {
                 **fields,
                 "description": f"{fields.get('description') or ''}{NUL}\x0c",
@@ -349,14 +349,15 @@ async def seed_qualify(store: Store, n: int) -> tuple[UUID, UUID]:
 
 @pytest.mark.postgres
 @pytest.mark.prefect
-async def test_qualify_on_postgres_completes_when_data_and_answers_carry_nul(
-    prefect_server: Any, pg_store: Store, emulator_control: Any
+@pytest.mark.parametrize("dirty_data", [False, True], ids=["answers", "answers_and_data"])
+async def test_qualify_on_postgres_completes_when_answers_and_data_carry_nul(
+    prefect_server: Any, pg_store: Store, emulator_control: Any, dirty_data: bool
 ) -> None:
     from flows.qualify import qualify_companies
 
     # Every answer's reason ends in a NUL, as a model echoing scraped text would.
     emulator_control.configure("anthropic", reason_suffix=f"{NUL}\x01", needs_review_pct=0)
-    project_id, job_id = await seed_qualify(pg_store, 30)
+    project_id, job_id = await seed_qualify(pg_store, 30, dirty=dirty_data)
     summary = await qualify_companies(project_id=project_id, job_id=job_id)
 
     job = await pg_store.get_job(job_id)
@@ -378,7 +379,7 @@ async def test_qualify_on_postgres_a_refused_verdict_completes_the_job_as_needs_
     from flows.qualify import qualify_companies
 
     emulator_control.configure("anthropic", needs_review_pct=0)
-    project_id, job_id = await seed_qualify(pg_store, 30)
+    project_id, job_id = await seed_qualify(pg_store, 30, dirty=False)
     poisoned = (await companies_of(pg_store, project_id))[11]
     # A rule of this install's own that refuses a verdict for one company: the kind of
     # refusal no sanitizer can fix.
