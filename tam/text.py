@@ -26,20 +26,46 @@ def clean_text(value: str) -> str:
 def clean_json(value: Any) -> Any:
     """`value` with every string in it cleaned, dict keys included, at any depth.
 
-    Containers are rebuilt only when something in them changed, so clean documents (nearly
-    all of them) cost one scan and no copies.
+    Nearly every document is clean: one read-only scan proves it and returns it as is;
+    only a dirty one is copied.
     """
+    return _cleaned(value) if _dirty(value) else value
+
+
+def _dirty(value: Any) -> bool:
+    # NOTE: the strings gathered and searched in one regex pass over their concatenation:
+    # a search per string cost more than the rest of a row's validation.
+    strings: list[str] = []
+    _gather(value, strings)
+    return _UNSTORABLE.search("".join(strings)) is not None
+
+
+def _gather(value: Any, strings: list[str]) -> None:
+    if isinstance(value, str):
+        strings.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                strings.append(key)
+            if isinstance(item, str):
+                strings.append(item)
+            elif isinstance(item, dict | list | tuple):
+                _gather(item, strings)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, str):
+                strings.append(item)
+            elif isinstance(item, dict | list | tuple):
+                _gather(item, strings)
+
+
+def _cleaned(value: Any) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dict):
-        cleaned = {clean_json(k): clean_json(v) for k, v in value.items()}
-        same = len(cleaned) == len(value) and all(
-            a is b and c is d for (a, c), (b, d) in zip(value.items(), cleaned.items(), strict=True)
-        )
-        return value if same else cleaned
-    if isinstance(value, list | tuple):
-        items = [clean_json(v) for v in value]
-        if all(a is b for a, b in zip(value, items, strict=True)):
-            return value
-        return tuple(items) if isinstance(value, tuple) else items
+        return {_cleaned(k): _cleaned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_cleaned(v) for v in value)
     return value
