@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck unit bench reliability emulators serve webhook clean
+.PHONY: install demo test lint typecheck bench reliability emulators serve webhook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

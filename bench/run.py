@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from deployments.local_postgres import PgServer, bin_dir, start_private_cluster
-from deployments.prefect_server import LocalPrefectServer
+from local.postgres import PgServer, bin_dir, start_private_cluster
+from local.prefect_server import LocalPrefectServer
 from tam.emulators.server import EmulatorControl, EmulatorServer, env_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ async def seed(
 ) -> tuple[UUID, UUID]:
     """A project with `n` sample companies (pending, or already qualified) and a pending job
     of `job_type` (the demo's ICP)."""
-    from deployments.demo import DEMO_ICP
+    from local.demo import DEMO_ICP
     from tam.emulators.world import World
     from tam.models import NewCompany, Project, ProjectStatus
     from tam.stores import open_store

@@ -152,7 +152,7 @@ def main() -> None:
     }[spec["mode"]]
     result = asyncio.run(runner(spec))
     try:
-        from deployments.prefect_server import drain_prefect_clients
+        from local.prefect_server import drain_prefect_clients
 
         drain_prefect_clients()
     except Exception:  # noqa: BLE001,S110 - best effort

@@ -1,1 +1,1 @@
-"""How the flows run: CLI, local Prefect server, serve, webhook, Docker image, Edge Function."""
+"""Production: the dispatch webhook, `serve`, the Docker image and the Edge Function."""

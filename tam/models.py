@@ -46,6 +46,23 @@ class JobType(StrEnum):
     refine_discolike = "refine_discolike"
     build_tam = "build_tam"
 
+    @property
+    def flow_name(self) -> str:
+        """The Prefect flow that runs this job type (its deployments are `<flow>/<name>`)."""
+        return FLOW_NAMES[self]
+
+
+# NOTE: here, not read off the flows, so the webhook can name a deployment without importing
+# Prefect's engine and every client; a test checks flows.FLOWS agrees.
+FLOW_NAMES: dict[JobType, str] = {
+    JobType.source_companies: "source-companies",
+    JobType.qualify: "qualify-companies",
+    JobType.find_contacts: "find-contacts",
+    JobType.check_linkedin: "check-linkedin",
+    JobType.refine_discolike: "refine-discolike",
+    JobType.build_tam: "build-tam",
+}
+
 
 NEEDS_REVIEW_PREFIX = "Needs review"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.prefect_server import LocalPrefectServer, drain_prefect_clients, free_port
+from local.prefect_server import LocalPrefectServer, drain_prefect_clients, free_port
 
 _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="tam-prefect-"))
 _PREFECT_PORT = free_port()

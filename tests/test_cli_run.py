@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tam_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deployments.cli", "run", *args],
+        [sys.executable, "-m", "cli.main", "run", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

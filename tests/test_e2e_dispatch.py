@@ -3,7 +3,7 @@ which starts the deployment `tam serve` serves on a real Prefect server; the flo
 against the emulators and a Postgres database, and the job row tells the story.
 
 Processes: the Prefect server (session fixture), `python -m deployments.serve --flow
-qualify-companies` and `python -m deployments.cli webhook`, both subprocesses with their
+qualify-companies` and `python -m cli.main webhook`, both subprocesses with their
 environment pointing at the database, the emulators and the Prefect API.
 """
 
@@ -25,8 +25,8 @@ from uuid import UUID
 import httpx
 import pytest
 
-from deployments.prefect_server import free_port
 from flows import FLOWS
+from local.prefect_server import free_port
 from tam.emulators.server import env_for
 from tam.models import Company, JobStatus, JobUpdate
 from tam.stores import Store, open_store
@@ -127,7 +127,7 @@ def stack(
     )
     port = free_port()
     webhook = _start(
-        ["-m", "deployments.cli", "webhook", "--host", "127.0.0.1", "--port", str(port)],
+        ["-m", "cli.main", "webhook", "--host", "127.0.0.1", "--port", str(port)],
         env,
         logs / "webhook.log",
     )

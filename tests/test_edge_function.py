@@ -23,8 +23,8 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from deployments.webhook import create_app
-from deployments.webhook_dispatch import RunInfo, RunSpec
+from deployments.webhook.app import create_app
+from deployments.webhook.dispatch import RunInfo, RunSpec
 from tam.models import Job, JobStatus, JobUpdate, Project
 from tam.settings import Settings
 from tam.stores import Store, open_store

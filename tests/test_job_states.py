@@ -153,8 +153,8 @@ async def test_reaper_never_reaps_a_job_waiting_for_a_worker(
 async def test_reaper_reaps_nothing_when_prefect_cannot_be_read(store: Store) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.prefect_server import free_port
     from flows.reaper import reap
+    from local.prefect_server import free_port
 
     long_ago = utcnow() - timedelta(hours=1)
     _, job_id = await seed_project(store, 0)

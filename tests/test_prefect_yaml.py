@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import yaml
 from rich.console import Console
 
 from deployments.serve import DEPLOYMENT_NAME
-from deployments.webhook_dispatch import run_spec
+from deployments.webhook.dispatch import run_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -182,7 +183,7 @@ def test_steps_exist_and_take_the_arguments_given() -> None:
 
 def test_job_variables_name_secret_blocks_never_values() -> None:
     from tam.settings import secret_env_names
-    from tasks.secrets import BLOCK_SUFFIX
+    from orchestration.secrets import BLOCK_SUFFIX
 
     assert not LITERAL_SECRET.search(PREFECT_YAML.read_text())
     named = 0
@@ -222,3 +223,17 @@ def test_dockerfile_is_well_formed() -> None:
     for private in (".env", ".venv", ".tam", ".git"):
         assert private in ignored
     assert "USER tam" in lines  # flow runs do not run as root
+
+
+def test_dockerfile_copies_what_the_image_runs() -> None:
+    # The image's CMD is the `tam` console script (the webhook); the local servers and the
+    # demo (local/) stay out of the production image.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    script_package = project["scripts"]["tam"].split(":")[0].split(".")[0]
+    copied = {
+        line.split()[1]
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY") and len(line.split()) == 3
+    }
+    assert {"tam", "flows", "tasks", "deployments", script_package} <= copied
+    assert "local" not in copied

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import respx
 
-from deployments.local_postgres import bin_dir
+from local.postgres import bin_dir
 from tam.models import Project
 from tam.settings import Settings
 from tam.stores import open_store

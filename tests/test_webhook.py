@@ -20,9 +20,9 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from deployments import webhook_http
-from deployments.webhook import ServiceKeyMissing, create_app, run
-from deployments.webhook_dispatch import (
+from deployments.webhook import http as webhook_http
+from deployments.webhook.app import ServiceKeyMissing, create_app, run
+from deployments.webhook.dispatch import (
     DeploymentMissing,
     PrefectDispatcher,
     PrefectUnavailable,

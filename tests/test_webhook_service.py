@@ -25,16 +25,16 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from deployments.prefect_server import free_port
-from deployments.webhook import (
+from deployments.webhook.app import (
     MIN_SERVICE_KEY_CHARS,
     ServiceKeyMissing,
     ServiceKeyTooShort,
     create_app,
     run,
 )
-from deployments.webhook_dispatch import PrefectDispatcher, PrefectUnavailable, RunInfo, RunSpec
+from deployments.webhook.dispatch import PrefectDispatcher, PrefectUnavailable, RunInfo, RunSpec
 from flows import FLOWS
+from local.prefect_server import free_port
 from tam.failures import describe_failure, redact
 from tam.models import JobStatus, JobUpdate, Project
 from tam.settings import Settings, get_settings
@@ -295,7 +295,7 @@ async def test_dispatch_answers_502_within_its_budget_when_prefect_hangs(db: Sto
 async def test_a_run_prefect_returns_for_the_idempotency_key_is_deduplicated(
     prefect_server: Any, db: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deployments.webhook_dispatch import run_spec
+    from deployments.webhook.dispatch import run_spec
 
     deployment_name = f"webhook-service-{uuid4().hex[:8]}"
     monkeypatch.setenv("TAM_DEPLOYMENT_NAME", deployment_name)
@@ -350,7 +350,7 @@ def served_webhook(
     log = tmp_path / "webhook.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "webhook", "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "webhook", "--port", str(port)],
             cwd=ROOT,
             env=env,
             # uvicorn prints access lines on stdout, everything else on stderr.

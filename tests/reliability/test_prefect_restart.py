@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 
-from deployments.prefect_server import LocalPrefectServer, is_healthy
 from flows.qualify import qualify_companies
+from local.prefect_server import LocalPrefectServer, is_healthy
 from tam.clients.anthropic import build_prompt
 from tam.emulators.anthropic import expected_verdict
 from tam.models import IcpProfile, JobStatus

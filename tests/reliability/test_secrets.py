@@ -30,9 +30,9 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from deployments.prefect_server import drain_prefect_clients
 from flows import FLOWS
 from flows.build_tam import build_tam
+from local.prefect_server import drain_prefect_clients
 from tam.emulators.server import KEY_ENV
 from tam.models import JobStatus, Project
 from tam.settings import get_settings

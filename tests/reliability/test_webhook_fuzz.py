@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 from starlette.testclient import TestClient
 
-from deployments import webhook_http
-from deployments.webhook import create_app
-from deployments.webhook_dispatch import RunInfo, RunSpec
+from deployments.webhook import http as webhook_http
+from deployments.webhook.app import create_app
+from deployments.webhook.dispatch import RunInfo, RunSpec
 from flows import FLOWS
 from tam.models import Project
 from tam.settings import Settings

@@ -18,7 +18,7 @@ from typing import TypeVar
 import psycopg
 from sqlalchemy.engine import make_url
 
-from deployments.prefect_server import free_port
+from local.prefect_server import free_port
 
 ROLE = "tam"
 PASSWORD = "tam"

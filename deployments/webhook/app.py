@@ -21,7 +21,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from deployments.serve import DEPLOYMENT_NAME
-from deployments.webhook_dispatch import (
+from deployments.webhook.audit import audit_cancel, audit_dispatch, configure_logging
+from deployments.webhook.budget import BudgetedDispatcher, CancelWatchers
+from deployments.webhook.dispatch import (
     DeploymentMissing,
     Dispatcher,
     PrefectDispatcher,
@@ -29,7 +31,7 @@ from deployments.webhook_dispatch import (
     RunInfo,
     run_spec,
 )
-from deployments.webhook_http import (
+from deployments.webhook.http import (
     MAX_BODY_BYTES,
     ApiError,
     RequestGuard,
@@ -37,9 +39,7 @@ from deployments.webhook_http import (
     key_matches,
     openapi_without_422,
 )
-from deployments.webhook_limits import BudgetedDispatcher, CancelWatchers
-from deployments.webhook_log import audit_cancel, audit_dispatch, configure_logging
-from deployments.webhook_models import (
+from deployments.webhook.models import (
     CancelRequest,
     CancelResponse,
     ErrorResponse,
@@ -51,7 +51,7 @@ from deployments.webhook_models import (
 )
 from tam.failures import redact
 from tam.job_transitions import ACTIVE, QUEUED_STEP, Move, Writer, guard
-from tam.models import Job, JobStatus, JobUpdate
+from tam.models import Job, JobStatus, JobType, JobUpdate
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
 
@@ -251,8 +251,6 @@ async def run_job(
     dispatcher: DispatcherDep,
     settings: SettingsDep,
 ) -> Any:
-    from flows import FLOWS
-
     job = await load_job(store, body.jobId, body.projectId)
     if job.job_type != body.jobType:
         raise ApiError(
@@ -288,7 +286,7 @@ async def run_job(
     else:
         # No run yet, Prefect no longer knows it, or it ended: a new attempt.
         spec = run_spec(
-            FLOWS[body.jobType].name,
+            JobType(body.jobType).flow_name,
             body.jobType,
             project_id=job.project_id,
             job_id=job.id,

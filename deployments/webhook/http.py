@@ -19,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.webhook_log import audit_refused
+from deployments.webhook.audit import audit_refused
 from tam.failures import redact
 from tam.settings import Settings
 from tam.stores.base import StoreError

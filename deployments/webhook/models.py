@@ -6,16 +6,18 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from tam.job_transitions import QUEUED_STEP
-from tam.models import Job, JobStatus
+from tam.models import Job, JobStatus, JobType
 
 
 def known_job_types() -> list[str]:
-    from flows import FLOWS
+    return [job_type.value for job_type in JobType]
 
-    return list(FLOWS)
+
+# NOTE: a JSON list of its own: pydantic's JsonValue list is invariant to list[str].
+_JOB_TYPE_ENUM: list[JsonValue] = [job_type.value for job_type in JobType]
 
 
 class RunRequest(BaseModel):
@@ -26,8 +28,7 @@ class RunRequest(BaseModel):
     jobId: UUID = Field(description="tam_job_queue.id")
     jobType: str = Field(
         description="tam_job_queue.job_type; one of the deployed steps",
-        # NOTE: evaluated when the schema is built, so newly registered steps show up.
-        json_schema_extra=lambda schema: schema.update(enum=known_job_types()),
+        json_schema_extra={"enum": _JOB_TYPE_ENUM},
     )
     projectId: UUID = Field(description="tam_projects.id the job belongs to")
 

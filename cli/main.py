@@ -57,8 +57,8 @@ def limits_show(ctx: typer.Context) -> None:
     """Show each limit's configuration and current use on the Prefect server."""
     if ctx.invoked_subcommand is not None:
         return
+    from cli.limits import show_limits
     from tam.settings import get_settings
-    from tasks.limits_admin import show_limits
 
     _limits_table(asyncio.run(show_limits(get_settings())), "API account limits")
 
@@ -66,8 +66,8 @@ def limits_show(ctx: typer.Context) -> None:
 @limits_app.command("apply")
 def limits_apply() -> None:
     """Create or update the Prefect global concurrency limits from settings (idempotent)."""
+    from cli.limits import apply_limits
     from tam.settings import get_settings
-    from tasks.limits_admin import apply_limits
 
     _limits_table(asyncio.run(apply_limits(get_settings())), "Applied limits")
 
@@ -209,7 +209,7 @@ def sample(
     print the ids as shell exports — for dispatching through the webhook by hand."""
     from uuid import uuid4
 
-    from deployments.demo import DEMO_ICP
+    from local.demo import DEMO_ICP
     from tam.emulators.world import sample_companies
     from tam.models import NewCompany, Project, ProjectStatus
     from tam.settings import get_settings
@@ -267,7 +267,7 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its files")] = Path(".tam"),
 ) -> None:
     """Run the pipeline on a sample project: SQLite, local Prefect server, emulators, no key."""
-    from deployments.demo import run_demo
+    from local.demo import run_demo
 
     raise typer.Exit(run_demo(console, companies=companies, wait=not no_wait, data_dir=data_dir))
 

@@ -2,7 +2,7 @@
 
 Importing Prefect runs its logging configuration: the root logger goes to WARNING, and
 uvicorn's loggers are reset (access lines gone) when uvicorn configured logging before. So
-after the first request imported the flows, no `tam.webhook` INFO line and no access line
+after the first request imported Prefect's client, no `tam.webhook` INFO line and no access line
 was printed. `configure_logging` lets Prefect configure first, then gives `tam.webhook` a
 handler and level of its own (no Prefect configuration touches it); uvicorn configures its
 loggers after that. Audit lines never carry key material: a refused request is logged by
@@ -33,7 +33,7 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
     # NOTE: Prefect configures logging when `prefect.main` is imported (the first `from
     # prefect import flow`), and again, from scratch, if it was configured before and
     # someone (uvicorn) replaced the handlers since. Importing it here, before uvicorn
-    # configures its loggers, makes the `import flows` of the first dispatch change nothing.
+    # configures its loggers, makes the Prefect imports of the first dispatch change nothing.
     import prefect.main  # noqa: F401
 
     logger = logging.getLogger(LOGGER_NAME)

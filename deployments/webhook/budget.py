@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from uuid import UUID
 
-from deployments.webhook_dispatch import Dispatcher, PrefectUnavailable, RunInfo, RunSpec
+from deployments.webhook.dispatch import Dispatcher, PrefectUnavailable, RunInfo, RunSpec
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deployments.prefect_server import (
+from local.prefect_server import (
     LocalPrefectServer,
     drain_prefect_clients,
     free_port,
@@ -130,7 +130,8 @@ async def _run_pipeline(console: Console, project_id: UUID, job_id: UUID) -> Any
     from tam.stores import NotFoundInStore, open_store
 
     store = open_store(settings=get_settings())
-    run = asyncio.create_task(build_tam(project_id=project_id, job_id=job_id, return_state=True))
+    # NOTE: ensure_future, not create_task: a flow call is an awaitable, not a coroutine.
+    run = asyncio.ensure_future(build_tam(project_id=project_id, job_id=job_id, return_state=True))
     columns = (
         TextColumn("[bold]{task.description:<9}"),
         BarColumn(),
@@ -186,7 +187,7 @@ def _elapsed(job: Any) -> str:
 def _steps_table(jobs: dict[str, Any]) -> Table:
     table = Table(title="Pipeline steps (one tam_job_queue row each)")
     for column in ("step", "status", "result", "cost (USD)", "seconds"):
-        table.add_column(column, justify="right" if column in ("cost (USD)", "seconds") else None)
+        table.add_column(column, justify="right" if column in ("cost (USD)", "seconds") else "left")
     shown = {
         "source_companies": ("companiesFound", "inserted", "placesWithoutDomain"),
         "qualify": ("qualified", "disqualified", "needsReview", "total"),
