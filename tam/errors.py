@@ -13,29 +13,24 @@ ProviderError
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+# NOTE: the secret registry lives in tam.secrets; re-exported here, where clients import it.
+from tam.secrets import MIN_SECRET_LENGTH, register_secret, scrub
 
-# Credentials the clients of this process were built with. A provider may quote the
-# request back in its error body (key included); every ProviderError message is scrubbed
-# of these, so no exception, log line, Prefect state or job row can carry a key.
-_SECRETS: set[str] = set()
-# Real keys are 20+ characters; short test keys like "invalid" must not scrub ordinary words.
-MIN_SECRET_LENGTH = 8
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a credential so that no provider error message can ever show it."""
-    if value and len(value.strip()) >= MIN_SECRET_LENGTH:
-        _SECRETS.add(value.strip())
-
-
-def scrub(text: str, extra: Iterable[str] = ()) -> str:
-    """`text` with every registered credential (and each of `extra`) replaced by ***."""
-    # Longest first: a key that contains another key must not be left half-visible.
-    for secret in sorted({*_SECRETS, *extra}, key=len, reverse=True):
-        if len(secret) >= MIN_SECRET_LENGTH:
-            text = text.replace(secret, "***")
-    return text
+__all__ = [
+    "MIN_SECRET_LENGTH",
+    "AuthFailed",
+    "BadResponse",
+    "InvalidRequest",
+    "JobInputError",
+    "NotFound",
+    "OutOfCredits",
+    "ProviderError",
+    "RateLimited",
+    "SystemicError",
+    "Unavailable",
+    "register_secret",
+    "scrub",
+]
 
 
 class ProviderError(Exception):

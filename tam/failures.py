@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from pydantic import ValidationError
 
 from tam.errors import AuthFailed, JobInputError, OutOfCredits, ProviderError, SystemicError
+from tam.providers import key_env
+from tam.secrets import redact
 from tam.stores.base import StoreError
 
-_KEY_ENV = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "prospeo": "PROSPEO_API_KEY",
-    "hunter": "HUNTER_API_KEY",
-    "neverbounce": "NEVERBOUNCE_API_KEY",
-    "brightdata": "BRIGHTDATA_API_TOKEN",
-    "discolike": "DISCOLIKE_API_KEY",
-    "google_places": "GOOGLE_PLACES_API_KEY",
-}
-
-
-# `scheme://user:password@`: the user stays (it helps to read the error), the password goes.
-_URL_PASSWORD = re.compile(r"(?P<prefix>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*):[^\s/@]+@")
+__all__ = ["describe_failure", "redact", "root_cause"]
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -40,20 +29,11 @@ def _is_cancel(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` without the given secrets, nor the password of any URL it quotes."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    # NOTE: also a URL that is not the configured one (a DSN a driver echoes, a pooler's).
-    return _URL_PASSWORD.sub(r"\g<prefix>:***@", text)
-
-
 def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """A message for `result_summary.error` that names the cause and what to do."""
     exc = root_cause(exc)
     if isinstance(exc, AuthFailed):
-        hint = _KEY_ENV.get(exc.provider, "the API key")
+        hint = key_env(exc.provider) or "the API key"
         message = f"{exc.provider} rejected the credentials: {exc}. Check {hint}."
     elif isinstance(exc, OutOfCredits):
         message = f"{exc.provider} account is out of credits: {exc}"

@@ -1,4 +1,8 @@
-"""Settings from the environment and `.env` (one object, built once, overridable in tests)."""
+"""Settings from the environment and `.env` (one object, built once, overridable in tests).
+
+Provider settings (key, base URL, prices, limits, extras) come from the table in
+`tam.providers`: `settings.provider("hunter")` is Hunter's block.
+"""
 
 from __future__ import annotations
 
@@ -7,76 +11,33 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tam.providers import PROVIDER_NAMES, LimitConfig, ModelPrice, ProviderSettings
+from tam.providers import PROVIDERS as _TABLE
+from tam.providers import default_limits as _default_limits
+from tam.providers import default_prices as _default_prices
+from tam.secrets import url_password_forms
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "PROVIDERS",
+    "LimitConfig",
+    "ModelPrice",
+    "ProviderSettings",
+    "SecretSource",
+    "Settings",
+    "get_settings",
+    "secret_env_names",
+    "set_secret_source",
+    "url_password_forms",
+]
+
 DEFAULT_DATA_DIR = Path(".tam")
-
-PROVIDERS = (
-    "anthropic",
-    "prospeo",
-    "hunter",
-    "neverbounce",
-    "brightdata",
-    "discolike",
-    "google_places",
-)
-
-
-class LimitConfig(BaseModel):
-    """One provider account's budget, shared by every run and every worker."""
-
-    max_in_flight: int = Field(default=10, ge=1, le=1000)
-    # Requests allowed per `interval_s`; None = only the in-flight cap applies.
-    requests_per_interval: int | None = Field(default=None, ge=1)
-    interval_s: float = Field(default=60.0, gt=0)
-
-
-def _default_limits() -> dict[str, LimitConfig]:
-    # NOTE: near each provider's entry-tier limits. Anthropic's per-minute budget depends on
-    # the account tier, so only its in-flight cap is fixed; the limiter learns the rate from
-    # 429s (set TAM_LIMITS__ANTHROPIC__REQUESTS_PER_INTERVAL to pin it).
-    return {
-        "anthropic": LimitConfig(max_in_flight=10),
-        # Prospeo limits search and enrichment separately (30/min vs 300/min on Starter).
-        "prospeo": LimitConfig(max_in_flight=5, requests_per_interval=30),
-        "prospeo_enrich": LimitConfig(max_in_flight=5, requests_per_interval=300),
-        "hunter": LimitConfig(max_in_flight=5, requests_per_interval=15, interval_s=1.0),
-        "neverbounce": LimitConfig(max_in_flight=10),
-        "brightdata": LimitConfig(max_in_flight=5),
-        "discolike": LimitConfig(max_in_flight=3),
-        "google_places": LimitConfig(max_in_flight=5, requests_per_interval=600),
-    }
-
-
-class ModelPrice(BaseModel):
-    """USD per million tokens."""
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-
-
-def _default_prices() -> dict[str, ModelPrice]:
-    return {
-        "claude-haiku-4-5": ModelPrice(input_per_mtok=1.0, output_per_mtok=5.0),
-        "claude-sonnet-4-5": ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0),
-        "claude-sonnet-4-6": ModelPrice(input_per_mtok=3.0, output_per_mtok=15.0),
-        "claude-opus-4-5": ModelPrice(input_per_mtok=5.0, output_per_mtok=25.0),
-    }
-
-
-class ProviderPrices(BaseModel):
-    """USD per unit, at list prices; set the account's real prices through TAM_PROVIDER_PRICES."""
-
-    prospeo_credit_usd: float = Field(default=0.039, ge=0)  # Starter: $39 / 1,000 credits
-    hunter_credit_usd: float = Field(default=0.0245, ge=0)  # Starter: $49 / 2,000 credits
-    neverbounce_check_usd: float = Field(default=0.008, ge=0)  # pay as you go: $8 / 1,000
-    brightdata_record_usd: float = Field(default=0.0015, ge=0)  # posts dataset, per record
-    discolike_query_usd: float = Field(default=0.18, ge=0)
-    discolike_record_usd: float = Field(default=0.0035, ge=0)
-    google_places_request_usd: float = Field(default=0.035, ge=0)  # Text Search Enterprise
+# The provider names, in table order (tam.emulators mounts one emulator per name).
+PROVIDERS = PROVIDER_NAMES
 
 
 class Settings(BaseSettings):
@@ -93,233 +54,146 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/tam.db",
-        validation_alias=AliasChoices("TAM_DATABASE_URL", "database_url"),
+        validation_alias="TAM_DATABASE_URL",
     )
-    data_dir: Path = Field(
-        default=DEFAULT_DATA_DIR, validation_alias=AliasChoices("TAM_DATA_DIR", "data_dir")
-    )
-
-    # --- providers -------------------------------------------------------------------------
-    anthropic_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
-    )
-    anthropic_base_url: str = Field(
-        default="https://api.anthropic.com",
-        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url"),
-    )
-    anthropic_model: str = Field(
-        default="claude-haiku-4-5",
-        validation_alias=AliasChoices("TAM_ANTHROPIC_MODEL", "anthropic_model"),
-    )
-    anthropic_max_tokens: int = Field(default=400, ge=64, le=8192)
-    model_prices: dict[str, ModelPrice] = Field(
-        default_factory=_default_prices,
-        validation_alias=AliasChoices("TAM_MODEL_PRICES", "model_prices"),
-    )
-
-    prospeo_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("PROSPEO_API_KEY", "prospeo_api_key")
-    )
-    prospeo_base_url: str = Field(
-        default="https://api.prospeo.io",
-        validation_alias=AliasChoices("PROSPEO_BASE_URL", "prospeo_base_url"),
-    )
-    hunter_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("HUNTER_API_KEY", "hunter_api_key")
-    )
-    hunter_base_url: str = Field(
-        default="https://api.hunter.io",
-        validation_alias=AliasChoices("HUNTER_BASE_URL", "hunter_base_url"),
-    )
-    neverbounce_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("NEVERBOUNCE_API_KEY", "neverbounce_api_key"),
-    )
-    neverbounce_base_url: str = Field(
-        default="https://api.neverbounce.com",
-        validation_alias=AliasChoices("NEVERBOUNCE_BASE_URL", "neverbounce_base_url"),
-    )
-    brightdata_api_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("BRIGHTDATA_API_TOKEN", "brightdata_api_token"),
-    )
-    brightdata_base_url: str = Field(
-        default="https://api.brightdata.com",
-        validation_alias=AliasChoices("BRIGHTDATA_BASE_URL", "brightdata_base_url"),
-    )
-    brightdata_posts_dataset_id: str = Field(
-        default="gd_lyy3tktm25m4avu764",
-        validation_alias=AliasChoices("BRIGHTDATA_POSTS_DATASET_ID", "brightdata_posts_dataset_id"),
-    )
-    discolike_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("DISCOLIKE_API_KEY", "discolike_api_key")
-    )
-    discolike_base_url: str = Field(
-        default="https://api.discolike.com",
-        validation_alias=AliasChoices("DISCOLIKE_BASE_URL", "discolike_base_url"),
-    )
-    google_places_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("GOOGLE_PLACES_API_KEY", "google_places_api_key"),
-    )
-    google_places_base_url: str = Field(
-        default="https://places.googleapis.com",
-        validation_alias=AliasChoices("GOOGLE_PLACES_BASE_URL", "google_places_base_url"),
-    )
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, validation_alias="TAM_DATA_DIR")
 
     # --- limits, retries, timeouts --------------------------------------------------------
     limits: dict[str, LimitConfig] = Field(
-        default_factory=_default_limits, validation_alias=AliasChoices("TAM_LIMITS", "limits")
+        default_factory=_default_limits, validation_alias="TAM_LIMITS"
     )
     # "local": one process-wide window per account; "prefect": leases on Prefect global
     # concurrency limits, so the budget holds across processes (see tam.limiters).
     limiter_backend: str = Field(
         default="local",
-        validation_alias=AliasChoices("TAM_LIMITER_BACKEND", "limiter_backend"),
+        validation_alias="TAM_LIMITER_BACKEND",
         pattern="^(local|prefect)$",
     )
-    http_timeout_s: float = Field(
-        default=60.0, gt=0, validation_alias=AliasChoices("TAM_HTTP_TIMEOUT_S", "http_timeout_s")
-    )
-    max_attempts: int = Field(
-        default=6, ge=1, le=20, validation_alias=AliasChoices("TAM_MAX_ATTEMPTS", "max_attempts")
-    )
+    http_timeout_s: float = Field(default=60.0, gt=0, validation_alias="TAM_HTTP_TIMEOUT_S")
+    max_attempts: int = Field(default=6, ge=1, le=20, validation_alias="TAM_MAX_ATTEMPTS")
 
     # --- flows and job reporting ------------------------------------------------------------
     # Minimum items per chunk task; TAM_MAX_TASK_RUNS bounds the number of chunks.
-    chunk_size: int = Field(
-        default=100, ge=1, validation_alias=AliasChoices("TAM_CHUNK_SIZE", "chunk_size")
+    chunk_size: int = Field(default=100, ge=1, validation_alias="TAM_CHUNK_SIZE")
+    max_task_runs: int = Field(default=40, ge=1, validation_alias="TAM_MAX_TASK_RUNS")
+    write_batch_size: int = Field(
+        default=100, ge=1, le=1000, validation_alias="TAM_WRITE_BATCH_SIZE"
     )
-    max_task_runs: int = Field(
-        default=40, ge=1, validation_alias=AliasChoices("TAM_MAX_TASK_RUNS", "max_task_runs")
-    )
-    write_batch_size: int = Field(default=100, ge=1, le=1000)
     # Batches fill by size under load; the timer only bounds how stale a slow run's rows get.
-    write_flush_s: float = Field(default=5.0, gt=0)
+    write_flush_s: float = Field(default=5.0, gt=0, validation_alias="TAM_WRITE_FLUSH_S")
     # How long results wait in memory for a database that went away before the job fails
     # (they are journaled too, so a re-dispatch still writes them without paying again).
     write_max_outage_s: float = Field(
         default=120.0,
         gt=0,
-        validation_alias=AliasChoices("TAM_WRITE_MAX_OUTAGE_S", "write_max_outage_s"),
+        validation_alias="TAM_WRITE_MAX_OUTAGE_S",
     )
-    read_page_size: int = Field(default=500, ge=1, le=1000)
+    read_page_size: int = Field(default=500, ge=1, le=1000, validation_alias="TAM_READ_PAGE_SIZE")
     # The frontend polls every few seconds; faster writes would only cost round trips.
     progress_interval_s: float = Field(
         default=3.0,
         ge=0,
-        validation_alias=AliasChoices("TAM_PROGRESS_INTERVAL_S", "progress_interval_s"),
+        validation_alias="TAM_PROGRESS_INTERVAL_S",
     )
     heartbeat_interval_s: float = Field(
         default=10.0,
         gt=0,
-        validation_alias=AliasChoices("TAM_HEARTBEAT_INTERVAL_S", "heartbeat_interval_s"),
+        validation_alias="TAM_HEARTBEAT_INTERVAL_S",
     )
     stale_job_after_s: float = Field(
         default=300.0,
         gt=0,
-        validation_alias=AliasChoices("TAM_STALE_JOB_AFTER_S", "stale_job_after_s"),
+        validation_alias="TAM_STALE_JOB_AFTER_S",
     )
     linkedin_active_days: int = Field(
         default=30,
         ge=1,
-        validation_alias=AliasChoices("TAM_LINKEDIN_ACTIVE_DAYS", "linkedin_active_days"),
+        validation_alias="TAM_LINKEDIN_ACTIVE_DAYS",
     )
 
     # --- pipeline steps ----------------------------------------------------------------------
-    provider_prices: ProviderPrices = Field(
-        default_factory=ProviderPrices,
-        validation_alias=AliasChoices("TAM_PROVIDER_PRICES", "provider_prices"),
+    # Price field → USD per unit (the fields and list prices are the table's); a partial
+    # TAM_PROVIDER_PRICES JSON overrides only the prices it names.
+    provider_prices: dict[str, float] = Field(
+        default_factory=_default_prices, validation_alias="TAM_PROVIDER_PRICES"
     )
     # Discolike scores digital footprint 0..800; below this a company barely exists online.
     discolike_min_digital_footprint: int | None = Field(
         default=50,
         ge=0,
         le=800,
-        validation_alias=AliasChoices(
-            "TAM_DISCOLIKE_MIN_DIGITAL_FOOTPRINT", "discolike_min_digital_footprint"
-        ),
+        validation_alias="TAM_DISCOLIKE_MIN_DIGITAL_FOOTPRINT",
     )
     # Google Places pages through at most 60 places per text query.
     places_max_results: int = Field(
         default=60,
         ge=1,
         le=60,
-        validation_alias=AliasChoices("TAM_PLACES_MAX_RESULTS", "places_max_results"),
+        validation_alias="TAM_PLACES_MAX_RESULTS",
     )
     prospeo_websites_per_search: int = Field(
         default=500,
         ge=1,
         le=500,
-        validation_alias=AliasChoices(
-            "TAM_PROSPEO_WEBSITES_PER_SEARCH", "prospeo_websites_per_search"
-        ),
-    )
-    brightdata_poll_interval_s: float = Field(
-        default=10.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "TAM_BRIGHTDATA_POLL_INTERVAL_S", "brightdata_poll_interval_s"
-        ),
-    )
-    brightdata_snapshot_timeout_s: float = Field(
-        default=1800.0,
-        gt=0,
-        validation_alias=AliasChoices(
-            "TAM_BRIGHTDATA_SNAPSHOT_TIMEOUT_S", "brightdata_snapshot_timeout_s"
-        ),
+        validation_alias="TAM_PROSPEO_WEBSITES_PER_SEARCH",
     )
     # Profiles per trigger: one snapshot is one unit of retry, so not too many either.
     brightdata_profiles_per_snapshot: int = Field(
         default=200,
         ge=1,
         le=5000,
-        validation_alias=AliasChoices(
-            "TAM_BRIGHTDATA_PROFILES_PER_SNAPSHOT", "brightdata_profiles_per_snapshot"
-        ),
+        validation_alias="TAM_BRIGHTDATA_PROFILES_PER_SNAPSHOT",
     )
     # How far back posts are collected: enough to date a last post, bounded because each
     # post record is billed.
     linkedin_lookback_days: int = Field(
         default=90,
         ge=1,
-        validation_alias=AliasChoices("TAM_LINKEDIN_LOOKBACK_DAYS", "linkedin_lookback_days"),
+        validation_alias="TAM_LINKEDIN_LOOKBACK_DAYS",
     )
     # A contact checked more recently than this is skipped by a re-run (unless forced).
     linkedin_recheck_after_h: float = Field(
         default=24.0,
         ge=0,
-        validation_alias=AliasChoices("TAM_LINKEDIN_RECHECK_AFTER_H", "linkedin_recheck_after_h"),
+        validation_alias="TAM_LINKEDIN_RECHECK_AFTER_H",
     )
     # Projects refined at once by the scheduled refine-all flow.
     refine_all_concurrency: int = Field(
         default=4,
         ge=1,
         le=50,
-        validation_alias=AliasChoices("TAM_REFINE_ALL_CONCURRENCY", "refine_all_concurrency"),
+        validation_alias="TAM_REFINE_ALL_CONCURRENCY",
     )
 
     # --- dispatch ---------------------------------------------------------------------------
-    service_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SERVICE_API_KEY", "service_api_key")
-    )
-    supabase_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("SUPABASE_URL", "supabase_url")
-    )
+    service_api_key: SecretStr | None = Field(default=None, validation_alias="SERVICE_API_KEY")
+    supabase_url: str | None = Field(default=None, validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "supabase_service_role_key"),
+        validation_alias="SUPABASE_SERVICE_ROLE_KEY",
     )
     # The Edge Function gives up after 25 s; the webhook answers (502) before that.
     dispatch_budget_s: float = Field(
         default=20.0,
         gt=0,
-        validation_alias=AliasChoices("TAM_DISPATCH_BUDGET_S", "dispatch_budget_s"),
+        validation_alias="TAM_DISPATCH_BUDGET_S",
     )
     # /docs, /redoc and /openapi.json tell an anonymous caller the whole API: off unless asked.
-    webhook_docs: bool = Field(
-        default=False, validation_alias=AliasChoices("TAM_WEBHOOK_DOCS", "webhook_docs")
-    )
+    webhook_docs: bool = Field(default=False, validation_alias="TAM_WEBHOOK_DOCS")
+
+    _providers: dict[str, ProviderSettings] = PrivateAttr(default_factory=dict)
+
+    @field_validator("provider_prices")
+    @classmethod
+    def _known_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        known = _default_prices()
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown price fields {unknown}; known: {sorted(known)}")
+        negative = sorted(k for k, v in value.items() if v < 0)
+        if negative:
+            raise ValueError(f"prices must be >= 0: {negative}")
+        return {**known, **value}
 
     @model_validator(mode="after")
     def _merge_limit_defaults(self) -> Settings:
@@ -329,6 +203,19 @@ class Settings(BaseSettings):
         self.limits = merged
         return self
 
+    def model_post_init(self, context: Any, /) -> None:  # noqa: ARG002 (pydantic's signature)
+        for row in _TABLE.values():
+            self._providers[row.name] = row.settings()
+
+    def provider(self, name: str) -> ProviderSettings:
+        """`name`'s block: key, base URL, prices, limits and the row's extras."""
+        block = self._providers[name]
+        row = _TABLE[name]
+        return block.bound(
+            prices={field: self.provider_prices[field] for field in row.prices},
+            limits={account: self.limit_for(account) for account in row.limits},
+        )
+
     def limit_for(self, provider: str) -> LimitConfig:
         return self.limits.get(provider, LimitConfig())
 
@@ -336,31 +223,31 @@ class Settings(BaseSettings):
         """Every configured secret, for redaction and for tests that grep for leaks: the
         keys, and the database URL's password (as written and percent-decoded)."""
         values = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
+        keys = [getattr(self, name) for name in type(self).model_fields]
+        keys += [block.api_key for block in self._providers.values()]
+        for value in keys:
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
         values += [v for v in url_password_forms(self.database_url) if v not in values]
         return values
 
+    def secret_is_set(self, env: str) -> bool:
+        """Whether the environment (or `.env`, or an init argument) set secret `env`."""
+        for block in self._providers.values():
+            if _TABLE[block.name].key_env == env:
+                return "api_key" in block.model_fields_set
+        return _env_field(env) in self.model_fields_set
 
-def url_password_forms(url: str) -> list[str]:
-    """The password of a database URL (`scheme://user:password@host/...` or libpq's
-    `?password=`), as written and percent-decoded; [] without one.
-
-    NOTE: a driver's error may quote the URL as configured or the password it decoded."""
-    try:
-        parts = urlsplit(url)
-        query = [pair.partition("=") for pair in parts.query.split("&")]
-        written = [parts.password or "", *(v for k, _, v in query if k == "password")]
-    except ValueError:  # a malformed port, say: no password can be told apart
-        return []
-    forms: list[str] = []
-    for value in written:
-        for form in (value, unquote(value)):
-            if form and form not in forms:
-                forms.append(form)
-    return forms
+    def with_secrets(self, values: Mapping[str, str]) -> Settings:
+        """A copy with these secret variables set (they outrank the environment)."""
+        by_key = {row.key_env: row for row in _TABLE.values()}
+        top: dict[str, Any] = {k: v for k, v in values.items() if k not in by_key}
+        settings = Settings(**top) if top else self.model_copy(deep=True)
+        for env, value in values.items():
+            if env in by_key:
+                row = by_key[env]
+                settings._providers[row.name] = row.settings(api_key=value)
+        return settings
 
 
 # Asked for the secret variables the environment (and `.env`) left unset; answers with the
@@ -378,20 +265,18 @@ def set_secret_source(source: SecretSource | None) -> None:
 
 
 def secret_env_names() -> list[str]:
-    """The environment variables that hold secrets: every key, and the database URL
-    (its password)."""
-    names = ["TAM_DATABASE_URL"]
+    """The environment variables that hold secrets: the database URL (its password), every
+    provider key of the table, and the service's own keys."""
+    names = ["TAM_DATABASE_URL", *(row.key_env for row in _TABLE.values())]
     for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        if field.annotation == SecretStr | None and isinstance(alias, AliasChoices):
-            names.append(str(alias.choices[0]))
+        if field.annotation == SecretStr | None and isinstance(field.validation_alias, str):
+            names.append(field.validation_alias)
     return names
 
 
 def _env_field(name: str) -> str:
     for field_name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices) and alias.choices[0] == name:
+        if field.validation_alias == name:
             return field_name
     raise KeyError(name)
 
@@ -401,8 +286,7 @@ def get_settings() -> Settings:
     settings = Settings()
     if _secret_source is None:
         return settings
-    unset = [n for n in secret_env_names() if _env_field(n) not in settings.model_fields_set]
+    unset = [n for n in secret_env_names() if not settings.secret_is_set(n)]
     filled = {n: v for n, v in _secret_source(unset).items() if n in unset and v}
     # NOTE: init arguments outrank the environment, which is why only unset names are filled.
-    overlay: dict[str, Any] = dict(filled)
-    return Settings(**overlay) if overlay else settings
+    return settings.with_secrets(filled) if filled else settings

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -21,31 +20,16 @@ from tam.errors import (
     RateLimited,
     SystemicError,
     Unavailable,
-    register_secret,
-    scrub,
 )
+from tam.secrets import install_log_filter, register_secret
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class ScrubSecrets(logging.Filter):
-    """Rewrites a log record whose text holds a registered key.
-
-    httpx logs every request's full URL at INFO, query string included, and NeverBounce's
-    key travels in the query string: with INFO logging on, the key would be in the logs.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        clean = scrub(text)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
+# A client's one status → error hook: None when the answer is one to read.
+StatusCheck = Callable[[httpx.Response], "ProviderError | None"]
 
 
 # httpx for our clients, httpx2 for the anthropic SDK.
-for _name in ("httpx", "httpx2"):
-    logging.getLogger(_name).addFilter(ScrubSecrets())
+install_log_filter("httpx", "httpx2")
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -96,6 +80,11 @@ def map_status(
     if status in (408, 409, 425) or status >= 500:
         return Unavailable(text, retry_after=retry_after_seconds(response.headers), **kwargs)
     return InvalidRequest(text, **kwargs)
+
+
+def check_status(provider: str, response: httpx.Response) -> ProviderError | None:
+    """The default hook: a 200 is the answer; anything else goes through `map_status`."""
+    return None if response.status_code == 200 else map_status(provider, response)
 
 
 def map_status_unknown_path_systemic(provider: str, response: httpx.Response) -> ProviderError:
@@ -151,9 +140,10 @@ class ProviderHTTP:
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
-        ok: tuple[int, ...] = (200,),
+        check: StatusCheck | None = None,
     ) -> httpx.Response:
-        """Send; transport failures → Unavailable; statuses outside `ok` → `map_status`."""
+        """Send; transport failures → Unavailable; the answer goes through `check` (the
+        client's status → error hook; default `check_status`), which raises what it returns."""
         merged: list[tuple[str, Any]] = list(self._params.items())
         if isinstance(params, Mapping):
             merged.extend(params.items())
@@ -174,8 +164,9 @@ class ProviderHTTP:
             # NOTE: raised outside the `except`, so the httpx error (whose request URL may
             # hold a key) does not ride along as this error's __context__.
             raise failure
-        if response.status_code not in ok:
-            raise map_status(self.provider, response)
+        error = check(response) if check else check_status(self.provider, response)
+        if error is not None:
+            raise error
         return response
 
     def json(self, response: httpx.Response) -> Any:

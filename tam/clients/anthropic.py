@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
@@ -22,7 +23,10 @@ from tam.errors import (
     register_secret,
 )
 from tam.models import Company, IcpProfile, Usage
-from tam.settings import ModelPrice
+from tam.providers import ModelPrice
+
+if TYPE_CHECKING:
+    from tam.settings import Settings
 
 PROVIDER = "anthropic"
 TOOL_NAME = "record_qualification"
@@ -182,6 +186,8 @@ class ClaudeQualifier:
         client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
         register_secret(api_key)
+        self.usage = Usage.zero(PROVIDER)  # every judgement so far
+        self.calls = 0
         self.model = model
         self.max_tokens = max_tokens
         self._prices = prices or {}
@@ -189,8 +195,35 @@ class ClaudeQualifier:
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The qualifier from Anthropic's settings block; a missing key raises AuthFailed
+        naming ANTHROPIC_API_KEY. `overrides` (say a `client`) win."""
+        block = settings.provider(PROVIDER)
+        arguments: dict[str, Any] = {
+            "api_key": block.require_key(),
+            "base_url": block.base_url,
+            "model": block.extra("model"),
+            "max_tokens": block.extra("max_tokens"),
+            "timeout": settings.http_timeout_s,
+            "prices": block.extra("model_prices"),
+        }
+        arguments.update(overrides)
+        return cls(**arguments)
+
     async def close(self) -> None:
         await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         price = self._prices.get(self.model)
@@ -202,6 +235,7 @@ class ClaudeQualifier:
         messages: list[MessageParam] = [{"role": "user", "content": build_user_message(company)}]
         tool_choice: ToolChoiceToolParam = {"type": "tool", "name": TOOL_NAME}
         failure: ProviderError | None = None
+        self.calls += 1
         try:
             message = await self._client.messages.create(
                 model=self.model,
@@ -242,6 +276,10 @@ class ClaudeQualifier:
             output_tokens=message.usage.output_tokens,
             cost_usd=self.cost(message.usage.input_tokens, message.usage.output_tokens),
         )
+        # Tokens are paid for whether or not the answer validates.
+        self.usage.input_tokens += usage.input_tokens
+        self.usage.output_tokens += usage.output_tokens
+        self.usage.cost_usd += usage.cost_usd
         for block in message.content:
             if block.type == "tool_use" and block.name == TOOL_NAME:
                 try:

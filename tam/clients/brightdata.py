@@ -12,13 +12,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from tam.clients._http import ProviderHTTP, body_snippet, map_status
+from tam.clients._base import ProviderClient
+from tam.clients._http import body_snippet, map_status
 from tam.clients._retry import backoff_delay
 from tam.errors import (
     BadResponse,
@@ -30,6 +31,9 @@ from tam.errors import (
 )
 from tam.models import Usage
 
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
+
 PROVIDER = "brightdata"
 DEFAULT_POLL_INTERVAL_S = 10.0  # what the API's own "try again in 10s" suggests
 DEFAULT_SNAPSHOT_TIMEOUT_S = 1800.0
@@ -37,7 +41,8 @@ DEFAULT_PRICE_PER_RECORD_USD = 0.0015
 # Consecutive transient failures tolerated while polling one snapshot before giving up.
 MAX_POLL_FAILURES = 5
 _NOT_READY = {"starting", "running", "building", "collecting", "digesting", "queued"}
-_ANY_STATUS = tuple(range(100, 600))  # statuses are mapped here, with the body's message
+_TRIGGER_PATH = "/datasets/v3/trigger"
+_SNAPSHOT_PATH = "/datasets/v3/snapshot/"
 _CREDIT_WORDS = ("balance", "suspended", "credit", "top up", "payment")
 # A person's public profile: /in/<slug>, optionally followed by a sub-page (/details/...).
 _PROFILE_PATH = re.compile(r"^/in/([^/?#\s]+)(?:/.*)?$", re.IGNORECASE)
@@ -183,14 +188,18 @@ def wire_date(day: date | datetime | None) -> str:
     return day.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class BrightDataClient:
-    """The Datasets API v3 for the LinkedIn posts dataset. Raises the `tam.errors` tree."""
+class BrightDataClient(ProviderClient):
+    """The Datasets API v3 for the LinkedIn posts dataset. Raises the `tam.errors` tree;
+    `usage` sums the records of every collection."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
         *,
-        api_token: str,
-        base_url: str,
+        api_token: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
         dataset_id: str,
         timeout: float = 60.0,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
@@ -200,23 +209,42 @@ class BrightDataClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # Bright Data calls its key an API token; `api_key` is the name every client shares.
+        token = api_token if api_token is not None else api_key
+        if token is None:
+            raise TypeError("BrightDataClient needs an api_token")
         self.dataset_id = dataset_id
         self.poll_interval_s = poll_interval_s
         self.snapshot_timeout_s = snapshot_timeout_s
         self.price_per_record_usd = price_per_record_usd
         self._sleep = sleep
         self._clock = clock
-        self._http = ProviderHTTP(
-            secret=api_token,
-            provider=PROVIDER,
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {api_token}"},
-            timeout=timeout,
-            http_client=http_client,
-        )
+        super().__init__(api_key=token, base_url=base_url, timeout=timeout, http_client=http_client)
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {
+            "dataset_id": block.extra("posts_dataset_id"),
+            "poll_interval_s": block.extra("poll_interval_s"),
+            "snapshot_timeout_s": block.extra("snapshot_timeout_s"),
+            "price_per_record_usd": block.prices["brightdata_record_usd"],
+        }
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {"Authorization": f"Bearer {api_key}"}, {}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """Bright Data's own message; 202 (and "Snapshot is empty") from the snapshot
+        endpoint are answers; an unknown dataset on trigger is a configuration error."""
+        status = response.status_code
+        if status == 200:
+            return None
+        path = response.request.url.path
+        if _SNAPSHOT_PATH in path and (
+            status == 202 or (status == 400 and "empty" in body_snippet(response).lower())
+        ):
+            return None
+        return _error(response, missing_is_config=path.endswith(_TRIGGER_PATH))
 
     # --- the three endpoints ---------------------------------------------------------------
     async def trigger(self, inputs: Sequence[ProfileInput]) -> str:
@@ -230,9 +258,7 @@ class BrightDataClient:
             "discover_by": "profile_url",
         }
         body = [item.model_dump() for item in inputs]
-        response = await self._send(
-            "POST", "/datasets/v3/trigger", params=params, json_body=body, missing_is_config=True
-        )
+        response = await self._request("POST", _TRIGGER_PATH, params=params, json_body=body)
         data = self._http.json(response)
         snapshot_id = data.get("snapshot_id") if isinstance(data, dict) else None
         if not isinstance(snapshot_id, str) or not snapshot_id:
@@ -244,21 +270,16 @@ class BrightDataClient:
         return snapshot_id
 
     async def progress(self, snapshot_id: str) -> SnapshotStatus:
-        response = await self._send("GET", f"/datasets/v3/progress/{snapshot_id}")
+        response = await self._request("GET", f"/datasets/v3/progress/{snapshot_id}")
         return self._http.parse(SnapshotStatus, self._http.json(response))
 
     async def download(self, snapshot_id: str) -> list[PostRecord] | None:
         """The snapshot's records, or None while it is still being built (202)."""
-        response = await self._send(
-            "GET",
-            f"/datasets/v3/snapshot/{snapshot_id}",
-            params={"format": "json"},
-            ok=(200, 202, 400),
+        response = await self._request(
+            "GET", f"{_SNAPSHOT_PATH}{snapshot_id}", params={"format": "json"}
         )
         if response.status_code == 400:
-            if "empty" in body_snippet(response).lower():
-                return []  # "Snapshot is empty": a finished collection that found nothing
-            raise _error(response, missing_is_config=False)
+            return []  # "Snapshot is empty": a finished collection that found nothing
         data = self._http.json(response)
         if isinstance(data, dict):
             status = str(data.get("status", "")).lower()
@@ -388,27 +409,10 @@ class BrightDataClient:
         usage = Usage(
             provider=PROVIDER, credits=billed, cost_usd=round(billed * self.price_per_record_usd, 6)
         )
+        self._charge(usage.credits, usage.cost_usd)
         return ProfilePosts(
             snapshot_id=snapshot_id, posts=posts, errors=errors, unmatched=unmatched, usage=usage
         )
-
-    # --- plumbing --------------------------------------------------------------------------
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        json_body: Any = None,
-        ok: tuple[int, ...] = (200,),
-        missing_is_config: bool = False,
-    ) -> httpx.Response:
-        response = await self._http.request(
-            method, path, params=params, json_body=json_body, ok=_ANY_STATUS
-        )
-        if response.status_code not in ok:
-            raise _error(response, missing_is_config=missing_is_config)
-        return response
 
 
 def _error(response: httpx.Response, *, missing_is_config: bool) -> ProviderError:

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from tam.clients._http import ProviderHTTP, map_status
+from tam.clients._base import ProviderClient
+from tam.clients._http import map_status
 from tam.domains import normalize_domain
 from tam.errors import BadResponse, InvalidRequest, OutOfCredits, ProviderError
 from tam.models import NewCompany, Usage
+
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
 
 PROVIDER = "discolike"
 MAX_SEED_DOMAINS = 10  # the API's limit on `domain` values per query
@@ -28,7 +32,6 @@ DEFAULT_PRICE_PER_RECORD_USD = 0.0035
 _CREDIT_WORDS = ("credit", "spend", "balance", "billing", "payment")
 _RANGE = re.compile(r"^\s*(\d[\d,]*)\s*(?:-|–|to|,)\s*(\d[\d,]*)\s*$")
 _OPEN_RANGE = re.compile(r"^\s*(\d[\d,]*)\s*\+\s*$")
-_ANY_STATUS = tuple(range(100, 600))  # statuses are mapped here, with the body's detail
 _ACRONYMS = {"SAAS": "SaaS", "IT": "IT", "HR": "HR", "AI": "AI"}
 
 
@@ -136,36 +139,43 @@ def to_new_company(project_id: UUID, item: DiscolikeCompany) -> NewCompany:
     )
 
 
-class DiscolikeClient:
+class DiscolikeClient(ProviderClient):
     """Look-alike discovery by seed domains and ICP text. Raises the `tam.errors` tree.
 
     Discolike bills per query plus per record returned; `usage` sums both.
     """
 
+    provider = PROVIDER
+
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str,
+        base_url: str | None = None,
         timeout: float = 60.0,
         price_per_query_usd: float = DEFAULT_PRICE_PER_QUERY_USD,
         price_per_record_usd: float = DEFAULT_PRICE_PER_RECORD_USD,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        super().__init__(
+            api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client
+        )
         self.price_per_query_usd = price_per_query_usd
         self.price_per_record_usd = price_per_record_usd
-        self.usage = Usage.zero(PROVIDER)  # every discover call so far
-        self._http = ProviderHTTP(
-            secret=api_key,
-            provider=PROVIDER,
-            base_url=base_url,
-            headers={"x-discolike-key": api_key},
-            timeout=timeout,
-            http_client=http_client,
-        )
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {
+            "price_per_query_usd": block.prices["discolike_query_usd"],
+            "price_per_record_usd": block.prices["discolike_record_usd"],
+        }
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {"x-discolike-key": api_key}, {}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """FastAPI's ``detail`` as the message; credit words mean out of credits."""
+        return None if response.status_code == 200 else _error(response)
 
     async def discover(
         self,
@@ -215,9 +225,7 @@ class DiscolikeClient:
             exclude_domains,
             offset,
         )
-        response = await self._http.request("GET", "/v1/discover", params=params, ok=_ANY_STATUS)
-        if response.status_code != 200:
-            raise _error(response)
+        response = await self._request("GET", "/v1/discover", params=params)
         data = self._http.json(response)
         if not isinstance(data, list):
             got = (

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from tam.clients._http import ProviderHTTP, map_status, retry_after_seconds
+from tam.clients._base import ProviderClient
+from tam.clients._http import map_status, retry_after_seconds
 from tam.domains import normalize_domain
 from tam.errors import AuthFailed, InvalidRequest, OutOfCredits, ProviderError, RateLimited
 from tam.models import NewCompany, Usage
+
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
 
 PROVIDER = "google_places"
 MAX_PAGE_SIZE = 20
@@ -65,7 +69,6 @@ SHARED_HOSTS = (
     "goo.gl",
     "bit.ly",
 )
-_ANY_STATUS = tuple(range(100, 600))  # statuses are mapped here, from Google's error body
 
 
 class LocalizedText(BaseModel):
@@ -141,14 +144,16 @@ def to_new_company(project_id: UUID, place: Place) -> NewCompany:
     )
 
 
-class GooglePlacesClient:
+class GooglePlacesClient(ProviderClient):
     """Text Search (New). Raises the `tam.errors` tree; `usage` sums every request made."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str,
+        base_url: str | None = None,
         timeout: float = 60.0,
         field_mask: str = DEFAULT_FIELD_MASK,
         page_token_wait_s: float = DEFAULT_PAGE_TOKEN_WAIT_S,
@@ -162,19 +167,21 @@ class GooglePlacesClient:
         self.field_mask = field_mask
         self.page_token_wait_s = page_token_wait_s
         self.price_per_request_usd = price_per_request_usd
-        self.usage = Usage.zero(PROVIDER)
         self._sleep = sleep
-        self._http = ProviderHTTP(
-            secret=api_key,
-            provider=PROVIDER,
-            base_url=base_url,
-            headers={"X-Goog-Api-Key": api_key, "X-Goog-FieldMask": field_mask},
-            timeout=timeout,
-            http_client=http_client,
+        super().__init__(
+            api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client
         )
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {"price_per_request_usd": block.prices["google_places_request_usd"]}
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {"X-Goog-Api-Key": api_key, "X-Goog-FieldMask": self.field_mask}, {}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """Google's error body (reasons, status words) refines the HTTP status."""
+        return None if response.status_code == 200 else _error(response)
 
     async def search_text(
         self,
@@ -196,11 +203,7 @@ class GooglePlacesClient:
             body["locationBias"] = location_bias
         if page_token:
             body["pageToken"] = page_token
-        response = await self._http.request(
-            "POST", "/v1/places:searchText", json_body=body, ok=_ANY_STATUS
-        )
-        if response.status_code != 200:
-            raise _error(response)
+        response = await self._request("POST", "/v1/places:searchText", json_body=body)
         answer = self._http.parse(_SearchTextResponse, self._http.json(response))
         cost = Usage(provider=PROVIDER, credits=1, cost_usd=self.price_per_request_usd)
         self._add(cost)
@@ -264,8 +267,8 @@ class GooglePlacesClient:
         raise AssertionError("unreachable")
 
     def _add(self, usage: Usage) -> None:
-        self.usage.credits += usage.credits
-        self.usage.cost_usd = round(self.usage.cost_usd + usage.cost_usd, 6)
+        self._charge(usage.credits, usage.cost_usd)
+        self.usage.cost_usd = round(self.usage.cost_usd, 6)
 
 
 def _error(response: httpx.Response) -> ProviderError:

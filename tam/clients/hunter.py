@@ -14,12 +14,13 @@ fails every call alike and stays a `SystemicError`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from tam.clients._http import ProviderHTTP, body_snippet, retry_after_seconds
+from tam.clients._base import ProviderClient
+from tam.clients._http import body_snippet, retry_after_seconds
 from tam.errors import (
     AuthFailed,
     InvalidRequest,
@@ -30,7 +31,9 @@ from tam.errors import (
     SystemicError,
     Unavailable,
 )
-from tam.models import Usage
+
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
 
 PROVIDER = "hunter"
 # NOTE: Starter plan list price ($49 / 2,000 credits); override with the account's price.
@@ -81,33 +84,38 @@ class _ErrorAnswer(BaseModel):
     errors: list[_ErrorItem]
 
 
-class HunterClient:
-    """Hunter's email finder. One call per method; retries live in `tam.clients._retry`."""
+class HunterClient(ProviderClient):
+    """Hunter's email finder. The key goes in a header, out of URLs (which end up in logs
+    and tracebacks)."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str = "https://api.hunter.io",
+        base_url: str | None = None,
         timeout: float = 60.0,
         http_client: httpx.AsyncClient | None = None,
         credit_price_usd: float = DEFAULT_CREDIT_PRICE_USD,
     ) -> None:
-        # The header keeps the key out of URLs, which end up in logs and tracebacks.
-        self._http = ProviderHTTP(
-            secret=api_key,
-            provider=PROVIDER,
-            base_url=base_url,
-            headers={"X-API-KEY": api_key},
-            timeout=timeout,
-            http_client=http_client,
+        super().__init__(
+            api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client
         )
         self.credit_price_usd = credit_price_usd
-        self.usage = Usage.zero(PROVIDER)
-        self.calls = 0
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {"credit_price_usd": block.prices["hunter_credit_usd"]}
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {"X-API-KEY": api_key}, {}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """Hunter's inverted 403/429, and its 404 misses (an answer: no email)."""
+        if response.status_code == 200 or (response.status_code == 404 and _is_miss(response)):
+            return None
+        return _error(response)
 
     async def find_email(
         self, *, domain: str, first_name: str, last_name: str
@@ -120,20 +128,14 @@ class HunterClient:
             "first_name": first_name.strip(),
             "last_name": last_name.strip(),
         }
-        self.calls += 1
-        response = await self._http.request(
-            "GET", "/v2/email-finder", params=params, ok=tuple(range(200, 600))
-        )
-        if response.status_code == 404 and _is_miss(response):
-            return None  # nothing for this person, nothing billed
-        if response.status_code != 200:
-            raise _error(response)
+        response = await self._request("GET", "/v2/email-finder", params=params)
+        if response.status_code == 404:
+            return None  # a miss (see `map_status`): nothing for this person, nothing billed
         answer = self._http.parse(_FinderAnswer, self._http.json(response))
         data = answer.data
         if not data.email:
             return None
-        self.usage.credits += 1
-        self.usage.cost_usd += self.credit_price_usd
+        self._charge(1, self.credit_price_usd)
         verification = data.verification or _Verification()
         return HunterEmail(
             email=data.email,

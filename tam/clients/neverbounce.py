@@ -8,16 +8,13 @@ come back as **HTTP 200** with ``status`` ≠ ``success`` and a ``message``: ``a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from tam.clients._http import (
-    ProviderHTTP,
-    map_status_unknown_path_systemic,
-    retry_after_seconds,
-)
+from tam.clients._base import ProviderClient
+from tam.clients._http import map_status_unknown_path_systemic, retry_after_seconds
 from tam.errors import (
     AuthFailed,
     BadResponse,
@@ -27,7 +24,10 @@ from tam.errors import (
     RateLimited,
     Unavailable,
 )
-from tam.models import Usage
+from tam.secrets import MASK
+
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
 
 PROVIDER = "neverbounce"
 # NOTE: pay-as-you-go list price ($8 / 1,000 verifications); override with the real price.
@@ -54,37 +54,46 @@ class _Status(BaseModel):
     message: str | None = None
 
 
-class NeverBounceClient:
-    """NeverBounce's single check. One call per method; retries live in `tam.clients._retry`.
+class NeverBounceClient(ProviderClient):
+    """NeverBounce's single check.
 
     The key travels as the ``key`` query parameter (the API's documented way) and is scrubbed
     from every error message.
     """
 
+    provider = PROVIDER
+
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str = "https://api.neverbounce.com",
+        base_url: str | None = None,
         timeout: float = 60.0,
         http_client: httpx.AsyncClient | None = None,
         credit_price_usd: float = DEFAULT_CREDIT_PRICE_USD,
     ) -> None:
         self._key = api_key
-        self._http = ProviderHTTP(
-            secret=api_key,
-            provider=PROVIDER,
-            base_url=base_url,
-            params={"key": api_key},
-            timeout=timeout,
-            http_client=http_client,
+        super().__init__(
+            api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client
         )
         self.credit_price_usd = credit_price_usd
-        self.usage = Usage.zero(PROVIDER)
-        self.calls = 0
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {"credit_price_usd": block.prices["neverbounce_check_usd"]}
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {"key": api_key}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """API errors come as HTTP 200 with a ``status`` other than ``success``."""
+        if response.status_code != 200:
+            return map_status_unknown_path_systemic(PROVIDER, response)
+        try:
+            status = self._http.parse(_Status, self._http.json(response))
+        except ProviderError as exc:
+            return exc
+        return None if status.status == "success" else _api_error(status, response)
 
     async def verify(self, email: str) -> VerifyResult:
         """valid | invalid | disposable | catchall | unknown."""
@@ -94,30 +103,21 @@ class NeverBounceClient:
         """The full single-check answer (flags, suggested correction)."""
         if not email or "@" not in email:
             raise ValueError("verify needs an email address")
-        self.calls += 1
         try:
-            response = await self._http.request(
-                "GET",
-                "/v4/single/check",
-                params={"email": email.strip()},
-                ok=tuple(range(200, 600)),
+            response = await self._request(
+                "GET", "/v4/single/check", params={"email": email.strip()}
             )
-            if response.status_code != 200:
-                raise map_status_unknown_path_systemic(PROVIDER, response)
-            data = self._http.json(response)
-            status = self._http.parse(_Status, data)
-            if status.status != "success":
-                raise _api_error(status, response)
-            result = self._http.parse(SingleCheck, data)
+            result = self._http.parse(SingleCheck, self._http.json(response))
         except ProviderError as exc:
             raise self._scrubbed(exc) from None
-        self.usage.credits += 1
-        self.usage.cost_usd += self.credit_price_usd
+        self._charge(1, self.credit_price_usd)
         return result
 
     def _scrubbed(self, exc: ProviderError) -> ProviderError:
+        # NOTE: the registry skips keys shorter than MIN_SECRET_LENGTH; this one travels in
+        # the URL, which an error may quote, so it is hidden whatever its length.
         if self._key and self._key in exc.message:
-            exc.message = exc.message.replace(self._key, "***")
+            exc.message = exc.message.replace(self._key, MASK)
             exc.args = (exc.message,)
         return exc
 

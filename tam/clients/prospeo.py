@@ -9,17 +9,13 @@ for a miss or for a person this account enriched before (``free_enrichment``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from tam.clients._http import (
-    ProviderHTTP,
-    map_status,
-    map_status_unknown_path_systemic,
-    retry_after_seconds,
-)
+from tam.clients._base import ProviderClient
+from tam.clients._http import map_status, map_status_unknown_path_systemic, retry_after_seconds
 from tam.errors import (
     AuthFailed,
     InvalidRequest,
@@ -28,7 +24,9 @@ from tam.errors import (
     RateLimited,
     Unavailable,
 )
-from tam.models import Usage
+
+if TYPE_CHECKING:
+    from tam.providers import ProviderSettings
 
 PROVIDER = "prospeo"
 PER_PAGE = 25
@@ -75,6 +73,8 @@ _COUNTRY_NAMES = {
     "AE": "United Arab Emirates",
     "ZA": "South Africa",
 }
+# Error codes that are answers: nobody matched.
+_ANSWER_CODES = {"NO_RESULTS", "NO_MATCH"}
 _RATE_LIMIT_CODES = {"RATE_LIMITED", "RATE_LIMIT_EXCEEDED"}
 _SYSTEMIC_CODES = {
     "INVALID_API_KEY": AuthFailed,
@@ -194,33 +194,59 @@ class _EnrichBody(BaseModel):
 
 
 # --- the client ---------------------------------------------------------------------------
-class ProspeoClient:
-    """Prospeo's search-person and enrich-person. One call per method; retries live in
-    `tam.clients._retry`. `usage` accumulates credits and cost across calls."""
+class ProspeoClient(ProviderClient):
+    """Prospeo's search-person and enrich-person."""
+
+    provider = PROVIDER
 
     def __init__(
         self,
         *,
         api_key: str,
-        base_url: str = "https://api.prospeo.io",
+        base_url: str | None = None,
         timeout: float = 60.0,
         http_client: httpx.AsyncClient | None = None,
         credit_price_usd: float = DEFAULT_CREDIT_PRICE_USD,
     ) -> None:
-        self._http = ProviderHTTP(
-            secret=api_key,
-            provider=PROVIDER,
-            base_url=base_url,
-            headers={"X-KEY": api_key, "Content-Type": "application/json"},
-            timeout=timeout,
-            http_client=http_client,
+        super().__init__(
+            api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client
         )
         self.credit_price_usd = credit_price_usd
-        self.usage = Usage.zero(PROVIDER)
-        self.calls = 0
 
-    async def close(self) -> None:
-        await self._http.close()
+    @classmethod
+    def settings_arguments(cls, block: ProviderSettings) -> dict[str, Any]:
+        return {"credit_price_usd": block.prices["prospeo_credit_usd"]}
+
+    def auth(self, api_key: str) -> tuple[dict[str, str], dict[str, str]]:
+        return {"X-KEY": api_key, "Content-Type": "application/json"}, {}
+
+    def map_status(self, response: httpx.Response) -> ProviderError | None:
+        """Prospeo's ``error_code`` bodies; NO_RESULTS and NO_MATCH are answers."""
+        if response.status_code >= 500:
+            return map_status(PROVIDER, response)
+        if response.status_code >= 300:
+            try:
+                parsed: Any = response.json()
+            except ValueError:
+                return map_status_unknown_path_systemic(PROVIDER, response)
+            # A non-2xx answer is never data: without Prospeo's own error shape it is
+            # mapped by its status (a proxy's page, another service's error body).
+            if not isinstance(parsed, dict) or parsed.get("error") is not True:
+                return map_status_unknown_path_systemic(PROVIDER, response)
+            data: Any = parsed
+        else:
+            try:
+                data = self._http.json(response)
+            except ProviderError as exc:
+                return exc
+        if isinstance(data, dict) and data.get("error") is True:
+            try:
+                problem = self._http.parse(_ErrorBody, data)
+            except ProviderError as exc:
+                return exc
+            if problem.error_code not in _ANSWER_CODES:
+                return _code_error(problem, response)
+        return None
 
     async def search_people(
         self,
@@ -251,7 +277,7 @@ class ProspeoClient:
             return PersonSearchPage.empty(page)
         result = self._http.parse(PersonSearchPage, data)
         if result.results:
-            self._charge(1)
+            self._charge_credits(1)
         return result
 
     async def enrich_person(
@@ -283,7 +309,7 @@ class ProspeoClient:
         if answer.person is None:
             return None
         if not answer.free_enrichment:
-            self._charge(1)
+            self._charge_credits(1)
         email = answer.person.email
         if email is None or not email.email or (email.status or "").upper() != "VERIFIED":
             return None  # only a verified email counts as found here
@@ -295,33 +321,15 @@ class ProspeoClient:
         )
 
     # --- plumbing --------------------------------------------------------------------------
-    def _charge(self, credits: int) -> None:
-        self.usage.credits += credits
-        self.usage.cost_usd += credits * self.credit_price_usd
+    def _charge_credits(self, credits: int) -> None:
+        self._charge(credits, credits * self.credit_price_usd)
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         """The JSON answer, or None for NO_RESULTS / NO_MATCH; raises the error tree."""
-        self.calls += 1
-        response = await self._http.request("POST", path, json_body=body, ok=tuple(range(200, 600)))
-        if response.status_code >= 500:
-            raise map_status(PROVIDER, response)
-        if response.status_code >= 300:
-            try:
-                parsed: Any = response.json()
-            except ValueError:
-                raise map_status_unknown_path_systemic(PROVIDER, response) from None
-            # A non-2xx answer is never data: without Prospeo's own error shape it is
-            # mapped by its status (a proxy's page, another service's error body).
-            if not isinstance(parsed, dict) or parsed.get("error") is not True:
-                raise map_status_unknown_path_systemic(PROVIDER, response)
-            data: Any = parsed
-        else:
-            data = self._http.json(response)
+        response = await self._request("POST", path, json_body=body)
+        data = response.json()
         if isinstance(data, dict) and data.get("error") is True:
-            problem = self._http.parse(_ErrorBody, data)
-            if problem.error_code in ("NO_RESULTS", "NO_MATCH"):
-                return None
-            raise _code_error(problem, response)
+            return None  # `map_status` let only NO_RESULTS / NO_MATCH through
         return data
 
 

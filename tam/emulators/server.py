@@ -19,23 +19,15 @@ import uvicorn
 
 from tam.emulators.base import EmulatorApp, ProviderEmulator, build_app
 from tam.emulators.world import World
-from tam.settings import PROVIDERS as PROVIDER_NAMES
+from tam.providers import PROVIDER_NAMES, PROVIDERS
 
 EMULATOR_KEY = "emulator-key"
-# Env var names as tam.settings reads them.
-KEY_ENV = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "prospeo": "PROSPEO_API_KEY",
-    "hunter": "HUNTER_API_KEY",
-    "neverbounce": "NEVERBOUNCE_API_KEY",
-    "brightdata": "BRIGHTDATA_API_TOKEN",
-    "discolike": "DISCOLIKE_API_KEY",
-    "google_places": "GOOGLE_PLACES_API_KEY",
-}
+# Provider → the variable of its key (tam.providers' table).
+KEY_ENV = {name: row.key_env for name, row in PROVIDERS.items()}
 
 
 def base_url_env(provider: str) -> str:
-    return f"{provider.upper()}_BASE_URL"
+    return PROVIDERS[provider].base_url_env
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
@@ -231,8 +223,11 @@ class EmulatorServer:
 def env_for(server: EmulatorServer | str) -> dict[str, str]:
     """Every provider's ``*_BASE_URL`` pointing at `server` (or a root URL), plus dummy keys."""
     root = server.url if isinstance(server, EmulatorServer) else server.rstrip("/")
-    env = {base_url_env(name): f"{root}/{name}" for name in PROVIDER_NAMES}
-    env.update({KEY_ENV[name]: EMULATOR_KEY for name in PROVIDER_NAMES})
+    env = {}
+    for name in PROVIDER_NAMES:
+        row = PROVIDERS[name]
+        env[row.base_url_env] = f"{root}{row.emulator_path}"
+        env[row.key_env] = EMULATOR_KEY
     return env
 
 
