@@ -18,7 +18,7 @@ Adding a provider is one module ``tam/emulators/<name>.py`` (name as in
                              item_key=lambda call: call.request.query_params.get("domain"))]
 
         async def email_finder(self, call: Call) -> Response:
-            ...  # derive the answer from self.world; honour call.malformed
+            ...  # from self.world; when call.malformed, answer self.malformed_answer(...)
 
 :func:`build_app` imports ``tam.emulators.<name>`` for every provider name, so the new
 module is picked up without touching any other file. Holding (``hold_after``), auth,
@@ -49,6 +49,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from tam.emulators.knobs import Counters, FaultPlan, Gate, Knobs, RateWindow
 from tam.emulators.world import World
 from tam.settings import PROVIDERS as PROVIDER_NAMES
+
+# What a proxy in front of a provider answers when the provider behind it is down.
+BAD_GATEWAY_HTML = "<html><body>Bad Gateway</body></html>"
+
+_K = TypeVar("_K", bound=Knobs)
 
 
 class ErrorReason(StrEnum):
@@ -188,6 +193,27 @@ class ProviderEmulator:
         data["hold_passed"] = self.gate.passed
         data["knobs"] = self.knobs.model_dump(mode="json")
         return data
+
+    def malformed_answer(
+        self, body: Any, wrong_types: Any, *, html: str = BAD_GATEWAY_HTML
+    ) -> Response:
+        """A 200 that a client must not trust: an HTML error page, `body` cut in half, or a
+        JSON document of the right keys with the wrong types (`wrong_types`).
+
+        The kind comes from the content RNG, so a seeded run answers the same way again."""
+        kind = self.faults.content_rng.choice(["truncated", "wrong_types", "html"])
+        if kind == "html":
+            return Response(html, 200, media_type="text/html")
+        if kind == "truncated":
+            text = json.dumps(body)
+            return Response(text[: max(1, len(text) // 2)], 200, media_type="application/json")
+        return JSONResponse(wrong_types)
+
+    def typed_knobs(self, model: type[_K]) -> _K:
+        """`self.knobs` as the provider's own knobs model (its `knobs_model`)."""
+        knobs = self.knobs
+        assert isinstance(knobs, model)
+        return knobs
 
     def retry_after_header(self, seconds: float) -> dict[str, str]:
         # Integer seconds, rounded up: a client that waits exactly this long gets a slot.

@@ -198,9 +198,7 @@ class BrightDataEmulator(ProviderEmulator):
 
     @property
     def _knobs(self) -> BrightDataKnobs:
-        knobs = self.knobs
-        assert isinstance(knobs, BrightDataKnobs)
-        return knobs
+        return self.typed_knobs(BrightDataKnobs)
 
     # --- endpoints -----------------------------------------------------------------------
     async def trigger(self, call: Call) -> Response:

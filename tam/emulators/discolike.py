@@ -132,9 +132,7 @@ class DiscolikeEmulator(ProviderEmulator):
 
     @property
     def _knobs(self) -> DiscolikeKnobs:
-        knobs = self.knobs
-        assert isinstance(knobs, DiscolikeKnobs)
-        return knobs
+        return self.typed_knobs(DiscolikeKnobs)
 
     async def discover(self, call: Call) -> Response:
         query = _Query.parse(call.request)

@@ -14,7 +14,6 @@ answers Hunter's 403, and ``out_of_credits`` answers Hunter's 429.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any, Literal
 
@@ -166,14 +165,7 @@ class HunterEmulator(ProviderEmulator):
             },
         }
         if call.malformed:
-            return self._malformed(body)
+            return self.malformed_answer(
+                body, {"data": {"email": ["not", "a", "string"], "score": "high"}}
+            )
         return JSONResponse(body)
-
-    def _malformed(self, body: dict[str, Any]) -> Response:
-        kind = self.faults.content_rng.choice(["truncated", "wrong_types", "html"])
-        if kind == "html":
-            return Response("<html><body>Bad Gateway</body></html>", 200, media_type="text/html")
-        if kind == "truncated":
-            text = json.dumps(body)
-            return Response(text[: max(1, len(text) // 2)], 200, media_type="application/json")
-        return JSONResponse({"data": {"email": ["not", "a", "string"], "score": "high"}})

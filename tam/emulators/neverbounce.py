@@ -143,7 +143,9 @@ class NeverBounceEmulator(ProviderEmulator):
                 "tld": host.rsplit(".", 1)[-1],
             }
         if call.malformed:
-            return self._malformed(body)
+            return self.malformed_answer(
+                body, {"status": "success", "result": "probably", "flags": "none"}
+            )
         return JSONResponse(body)
 
     def verdict(self, email: str) -> str:
@@ -159,12 +161,3 @@ class NeverBounceEmulator(ProviderEmulator):
             if person["email"] == email.lower():
                 return self.world.neverbounce_result(host, person)
         return "invalid"
-
-    def _malformed(self, body: dict[str, Any]) -> Response:
-        kind = self.faults.content_rng.choice(["truncated", "wrong_types", "html"])
-        if kind == "html":
-            return Response("<html><body>Bad Gateway</body></html>", 200, media_type="text/html")
-        if kind == "truncated":
-            text = json.dumps(body)
-            return Response(text[: max(1, len(text) // 2)], 200, media_type="application/json")
-        return JSONResponse({"status": "success", "result": "probably", "flags": "none"})

@@ -28,6 +28,8 @@ from tam.emulators.world import COUNTRY_NAMES, SENIORITIES
 PER_PAGE = 25
 MAX_PAGES = 1000
 MAX_WEBSITES = 500
+# Prospeo sits behind a proxy whose error page has a heading.
+_BAD_GATEWAY_PAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 _CODES = {
     ErrorReason.auth: (401, "INVALID_API_KEY"),
@@ -276,21 +278,15 @@ class ProspeoEmulator(ProviderEmulator):
         )
 
     def _malformed(self, results: list[dict[str, Any]]) -> Response:
-        kind = self.faults.content_rng.choice(["truncated", "wrong_types", "html"])
-        if kind == "html":
-            return Response(
-                "<html><body><h1>502 Bad Gateway</h1></body></html>", 200, media_type="text/html"
-            )
-        if kind == "truncated":
-            text = json.dumps({"error": False, "results": results})
-            return Response(text[: max(1, len(text) // 2)], 200, media_type="application/json")
-        return JSONResponse(
+        return self.malformed_answer(
+            {"error": False, "results": results},
             {
                 "error": False,
                 "results": "none",
                 "person": {"first_name": 42},
                 "pagination": {"total_page": "many"},
-            }
+            },
+            html=_BAD_GATEWAY_PAGE,
         )
 
 
