@@ -1,7 +1,8 @@
 """Prefect flows: one module per pipeline step, the whole pipeline, refine-all, the reaper.
 
 `FLOWS` maps a job type (as the app names it) to its flow; `SERVED_FLOWS` lists what
-`tam serve` and prefect.yaml deploy, with per-deployment extras (schedules).
+`tam serve` and prefect.yaml deploy, with per-deployment extras. Schedules are prefect.yaml's
+alone; `tam serve` reads them from there (deployments/serve.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,6 @@ SERVED_FLOWS: list[tuple[Any, dict[str, Any]]] = [
     (check_linkedin, {}),
     (refine_discolike, {}),
     (build_tam, {}),
-    (refine_all_projects, {"cron": "0 6 * * *"}),
-    (reap_stale_jobs, {"cron": "*/5 * * * *"}),
+    (refine_all_projects, {}),
+    (reap_stale_jobs, {}),
 ]
