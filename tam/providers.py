@@ -13,10 +13,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, create_model
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, create_model
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tam.errors import AuthFailed
 
@@ -46,23 +46,54 @@ def _default_model_prices() -> dict[str, ModelPrice]:
     }
 
 
-class ProviderSettings(BaseSettings):
-    """One provider's block: its key, base URL and prices (plus its row's extras).
+class EnvSettings(BaseSettings):
+    """Settings read from the environment (and `.env`) by their documented names only.
 
-    Each row gets its own subclass whose fields read the row's environment variables.
+    A field is set by its field name in code (`Settings(chunk_size=5)`), but the environment
+    is read by the field's alias alone: an unrelated `BASE_URL` or `MODEL` must not leak in.
     """
 
     model_config = SettingsConfigDict(
-        # NOTE: the same file and rules as `tam.settings.Settings` (TAM_ENV_FILE="" = no file).
+        # TAM_ENV_FILE="" disables the file (tests must not read a developer's .env).
         env_file=os.environ.get("TAM_ENV_FILE", ".env") or None,
         env_ignore_empty=True,
         extra="ignore",
         populate_by_name=True,
     )
 
-    name: str = Field(default="", exclude=True)
-    api_key: SecretStr | None = None
-    base_url: str = ""
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003 (pydantic-settings calls it so)
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # NOTE: pydantic-settings reads a field's name from the environment whenever names
+        # are accepted for init; only the init source keeps accepting them.
+        for source in (env_settings, dotenv_settings):
+            source.config = {**source.config, "populate_by_name": False, "validate_by_name": False}
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+
+class ProviderSettings(EnvSettings):
+    """One provider's block: its key, base URL, prices and limits (plus its row's extras).
+
+    Each row gets its own subclass whose fields read the row's environment variables.
+    """
+
+    # The row this block belongs to (set on each row's subclass, never read from the env).
+    provider_name: ClassVar[str] = ""
+    # NOTE: placeholders; each row's subclass names the real variables (the base is never
+    # read from the environment, and a bare `API_KEY` must never be).
+    api_key: SecretStr | None = Field(default=None, validation_alias="TAM_UNUSED_API_KEY")
+    base_url: str = Field(default="", validation_alias="TAM_UNUSED_BASE_URL")
+
+    @property
+    def name(self) -> str:
+        return self.provider_name
+
     # Filled by `Settings.provider`: TAM_PROVIDER_PRICES and TAM_LIMITS are read once, there.
     _prices: dict[str, float] = PrivateAttr(default_factory=dict)
     _limits: dict[str, LimitConfig] = PrivateAttr(default_factory=dict)
@@ -122,22 +153,16 @@ class Provider:
     @cached_property
     def settings_class(self) -> type[ProviderSettings]:
         fields: dict[str, Any] = {
-            "name": (str, Field(default=self.name, exclude=True)),
-            "api_key": (
-                SecretStr | None,
-                Field(default=None, validation_alias=AliasChoices(self.key_env, "api_key")),
-            ),
+            "api_key": (SecretStr | None, Field(default=None, validation_alias=self.key_env)),
             "base_url": (
                 str,
-                Field(
-                    default=self.default_base_url,
-                    validation_alias=AliasChoices(self.base_url_env, "base_url"),
-                ),
+                Field(default=self.default_base_url, validation_alias=self.base_url_env),
             ),
             **self.extras,
         }
         title = "".join(part.title() for part in self.name.split("_")) + "Settings"
         model: type[ProviderSettings] = create_model(title, __base__=ProviderSettings, **fields)
+        model.provider_name = self.name
         return model
 
     def settings(self, **values: Any) -> ProviderSettings:
@@ -146,11 +171,11 @@ class Provider:
 
 
 def _extra(kind: Any, default: Any, env: str, **constraints: Any) -> tuple[Any, Any]:
-    return kind, Field(default=default, validation_alias=AliasChoices(env), **constraints)
+    return kind, Field(default=default, validation_alias=env, **constraints)
 
 
 def _extra_factory(kind: Any, factory: Callable[[], Any], env: str) -> tuple[Any, Any]:
-    return kind, Field(default_factory=factory, validation_alias=AliasChoices(env))
+    return kind, Field(default_factory=factory, validation_alias=env)
 
 
 # NOTE: limits are near each provider's entry-tier limits; prices are list prices (set the

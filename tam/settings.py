@@ -6,16 +6,15 @@ Provider settings (key, base URL, prices, limits, extras) come from the table in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from tam.providers import PROVIDER_NAMES, LimitConfig, ModelPrice, ProviderSettings
+from tam.providers import PROVIDER_NAMES, EnvSettings, LimitConfig, ModelPrice, ProviderSettings
 from tam.providers import PROVIDERS as _TABLE
 from tam.providers import default_limits as _default_limits
 from tam.providers import default_prices as _default_prices
@@ -40,17 +39,10 @@ DEFAULT_DATA_DIR = Path(".tam")
 PROVIDERS = PROVIDER_NAMES
 
 
-class Settings(BaseSettings):
+class Settings(EnvSettings):
     """Every knob of the product. Provider keys are secrets and never logged."""
 
-    model_config = SettingsConfigDict(
-        # TAM_ENV_FILE="" disables the file (tests must not read a developer's .env).
-        env_file=os.environ.get("TAM_ENV_FILE", ".env") or None,
-        env_ignore_empty=True,
-        extra="ignore",
-        env_nested_delimiter="__",
-        populate_by_name=True,
-    )
+    model_config = SettingsConfigDict(env_nested_delimiter="__")
 
     database_url: str = Field(
         default=f"sqlite+aiosqlite:///{DEFAULT_DATA_DIR}/tam.db",

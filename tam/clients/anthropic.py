@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import anthropic
 from anthropic.types import Message, MessageParam, ToolChoiceToolParam, ToolParam
@@ -173,6 +173,8 @@ def map_sdk_error(exc: anthropic.AnthropicError) -> ProviderError:
 
 class ClaudeQualifier:
     """Asks Claude whether one company matches the ICP. One call, no retries (see _retry)."""
+
+    provider: ClassVar[str] = PROVIDER
 
     def __init__(
         self,
