@@ -8,8 +8,9 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
+from orchestration.leases import create_limit, read_limit
+from tam.limiters.lease_policy import limit_specs
 from tam.settings import Settings
-from tasks.leases import create_limit, limit_specs, read_limit
 
 _SHOWN = ("limit", "slot_decay_per_second", "active", "active_slots")
 

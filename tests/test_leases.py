@@ -14,15 +14,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
+from cli.limits import apply_limits, show_limits
+from orchestration.leases import PrefectLeaseCapacity
+from orchestration.limits import account_limiter, close_account_limiters, lease_source
+from tam.limiters import AccountLimiter
+from tam.limiters.lease_policy import Lease
 from tam.settings import LimitConfig, Settings
-from tasks.limits import account_limiter, close_account_limiters, lease_source
-from tasks.limits_admin import apply_limits, show_limits
 
 pytestmark = pytest.mark.prefect
 
@@ -352,3 +356,59 @@ async def test_apply_limits_is_idempotent_and_show_limits_reflects_settings(
             for gcl in await client.read_global_concurrency_limits(limit=200):
                 if gcl.name not in before:
                     await client.delete_global_concurrency_limit_by_name(gcl.name)
+
+
+class FakeClient:
+    """The two calls a fair-share check makes: read the demand GCL, release a lease."""
+
+    def __init__(self, starving: int) -> None:
+        self.starving = starving
+        self.released: list[uuid.UUID] = []
+
+    async def read_global_concurrency_limit_by_name(self, name: str) -> Any:
+        assert name.startswith("tam-demand-")
+        return SimpleNamespace(active_slots=self.starving)
+
+    async def release_concurrency_slots_with_lease(self, lease_id: uuid.UUID) -> None:
+        self.released.append(lease_id)
+
+
+@pytest.mark.parametrize(("slots", "starving", "keeps"), [([2, 2, 2, 2], 1, 6), ([2, 2], 2, 4)])
+async def test_the_client_hands_back_the_lease_the_policy_picks(
+    slots: list[int], starving: int, keeps: int
+) -> None:
+    config = LimitConfig(max_in_flight=10)
+    source = PrefectLeaseCapacity("acct", config, block=2)
+    client = FakeClient(starving)
+    source._client = client  # type: ignore[assignment]
+    source._limiter = AccountLimiter("acct", config, capacity=source)
+    far = time.monotonic() + 3600
+    for n in slots:
+        lease = Lease(uuid.uuid4(), n, far, far)
+        source._leases[lease.id] = lease
+    await source._fair_share(time.monotonic())
+    assert source.held == keeps
+    assert len(client.released) == source.stats.given_back == (sum(slots) - keeps) // 2
+
+
+async def test_prewarm_leases_the_first_block_before_any_call(provider: str) -> None:
+    settings = Settings(limits={provider: LimitConfig(max_in_flight=8)}, limiter_backend="prefect")
+    limiter = account_limiter(provider, settings)
+    source = lease_source(provider)
+    assert source is not None
+    source.prewarm_s = 30.0
+    await source.prewarm()
+    assert source.held == 0  # it returned without waiting for the server
+    api = f"tam-api-{provider}"
+
+    async def warm() -> bool:
+        return await active_slots(api) == source.block == 2
+
+    await wait_until(warm, 20, "the prewarmed block")
+    assert source.stats.acquired == 1 and limiter.stats.started == 0
+    async with limiter.slot():
+        assert limiter.stats.in_flight == 1
+    # The first call ran on the prewarmed block: no lease request of its own.
+    assert source.stats.acquired == 1
+    await source.close()
+    assert await active_slots(api) == 0

@@ -1,5 +1,6 @@
 """Provider-account budgets shared by every process: coarse leases on Prefect global
-concurrency limits (GCL), scheduled locally by `AccountLimiter`.
+concurrency limits (GCL), scheduled locally by `AccountLimiter`. This is the Prefect client;
+the decisions it acts on are plain functions in `tam.limiters.lease_policy`.
 
 Why coarse leases: Prefect's per-call `concurrency()` asks the server for a slot per request
 and, when refused, sleeps the server's Retry-After (29x slower than ideal, design §6). Here a
@@ -9,7 +10,9 @@ limiter runs at most as many calls at once as it holds slots: no server round tr
 Policy, per provider account and process (one `PrefectLeaseCapacity` per limiter):
 
 - Acquire: while callers wait below the cap, lease `block` slots (default a quarter of the
-  limit; fewer if fewer callers wait or fewer are free). A refusal (423) is retried after
+  limit; fewer if fewer callers wait or fewer are free). `prewarm()` leases the first block
+  before anyone waits, so its round trip overlaps the flow's start-up work; unused, it is
+  held for `prewarm_s`, then goes like any idle lease. A refusal (423) is retried after
   0.05-0.25 s with jitter; the server's Retry-After, sized for one task's slot, is ignored.
 - Renew each lease at a third of its duration. The server accepts no lease under 60 s, so a
   crashed worker's slots return 60 s after its last renewal plus one repossessor pass
@@ -36,7 +39,7 @@ Policy, per provider account and process (one `PrefectLeaseCapacity` per limiter
   instantly; each process keeps its own sliding window too, and 429 handling covers the rest.
 
 A worker creates missing GCLs from its settings but never overrides existing ones: the server
-is the shared source of truth, changed by `tam limits apply` (tasks/limits_admin.py).
+is the shared source of truth, changed by `tam limits apply` (cli/limits.py).
 """
 
 from __future__ import annotations
@@ -46,8 +49,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -58,53 +59,27 @@ from prefect.client.schemas.actions import (
 )
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from tam.limiters import AccountLimiter
+from tam.limiters import AccountLimiter, LimiterStats
+from tam.limiters import lease_policy as policy
+from tam.limiters.lease_policy import MIN_LEASE_S, Lease, LeaseStats, limit_specs
 from tam.settings import LimitConfig
+
+__all__ = [
+    "LeaseStats",
+    "PrefectLeaseCapacity",
+    "create_limit",
+    "limit_specs",
+    "read_limit",
+]
 
 log = logging.getLogger(__name__)
 
-MIN_LEASE_S = 60.0  # the server rejects shorter leases and renewals (422)
-DEMAND_LIMIT = 10_000  # demand is a count of starving processes, never a real cap
-
-
-def limit_specs(provider: str, config: LimitConfig) -> list[tuple[str, str, int, float]]:
-    """(kind, GCL name, limit, slot decay per second) for one provider account."""
-    specs = [
-        ("concurrency", f"tam-api-{provider}", config.max_in_flight, 0.0),
-        ("demand", f"tam-demand-{provider}", DEMAND_LIMIT, 0.0),
-    ]
-    if config.requests_per_interval is not None:
-        rate = config.requests_per_interval
-        specs.append(("rate", f"tam-rate-{provider}", rate, rate / config.interval_s))
-    return specs
-
-
-@dataclass
-class _Lease:
-    id: UUID
-    slots: int
-    renew_at: float
-    expires_at: float
-
-
-@dataclass
-class LeaseStats:
-    acquired: int = 0
-    refused: int = 0
-    renewed: int = 0
-    released: int = 0
-    lost: int = 0
-    given_back: int = 0
-    tokens_bought: int = 0
-    acquire_s: list[float] = field(default_factory=list)  # latency of granted lease requests
+# Before a limiter is bound (a prewarm at flow start): nothing waits, nothing runs.
+_UNBOUND = LimiterStats()
 
 
 def _status(exc: BaseException) -> int | None:
     return exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
-
-
-def _biggest(leases: Iterable[_Lease]) -> _Lease:
-    return max(leases, key=lambda lease: lease.slots)
 
 
 class PrefectLeaseCapacity:
@@ -121,12 +96,13 @@ class PrefectLeaseCapacity:
         fair_share_s: float = 1.0,
         yield_s: float = 0.5,
         rate_tick_s: float = 0.02,
+        prewarm_s: float = 15.0,
     ) -> None:
         self.provider, self.config = provider, config
-        self.block = max(1, block or config.max_in_flight // 4)
+        self.block = policy.block_size(config.max_in_flight, block)
         self.lease_duration = max(lease_duration, MIN_LEASE_S)
         self.grace_s, self.fair_share_s, self.yield_s = grace_s, fair_share_s, yield_s
-        self.rate_tick_s = rate_tick_s
+        self.rate_tick_s, self.prewarm_s = rate_tick_s, prewarm_s
         specs = {kind: (name, n, decay) for kind, name, n, decay in limit_specs(provider, config)}
         self._api, self._gcl_limit, _ = specs["concurrency"]
         self._demand_name = specs["demand"][0]
@@ -134,9 +110,9 @@ class PrefectLeaseCapacity:
         self.stats = LeaseStats()
         self._limiter: AccountLimiter | None = None
         self._client: PrefectClient | None = None
-        self._leases: dict[UUID, _Lease] = {}
-        self._demand: _Lease | None = None  # our 1-slot "starving" registration
-        self._draining: _Lease | None = None  # to release once in-flight calls fit without it
+        self._leases: dict[UUID, Lease] = {}
+        self._demand: Lease | None = None  # our 1-slot "starving" registration
+        self._draining: Lease | None = None  # to release once in-flight calls fit without it
         self._yield_after_drain = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -146,15 +122,15 @@ class PrefectLeaseCapacity:
         self._idle_since: float | None = None
         self._spare_since: float | None = None
         self._tokens = self._started0 = 0
+        self._prewarm_until = 0.0
 
     @property
     def held(self) -> int:
         return sum(lease.slots for lease in self._leases.values())
 
     @property
-    def _lim(self) -> AccountLimiter:
-        assert self._limiter is not None
-        return self._limiter
+    def _st(self) -> LimiterStats:
+        return self._limiter.stats if self._limiter is not None else _UNBOUND
 
     @property
     def _cli(self) -> PrefectClient:
@@ -164,12 +140,37 @@ class PrefectLeaseCapacity:
     # --- CapacitySource --------------------------------------------------------------------
     async def want(self, limiter: AccountLimiter, demand: int) -> None:
         del demand  # the manager reads the limiter's live stats instead
+        first = self._limiter is None
+        self._bind(limiter)
+        self._prewarm_until = 0.0  # callers are here: the usual rules from now on
+        if first and self.held:
+            self._apply()  # a prewarmed block admits the first callers now, not a step later
+        self._start()
+        self._wake.set()
+
+    async def prewarm(self, limiter: AccountLimiter | None = None) -> None:
+        """Start leasing the first block now and return without waiting for it.
+
+        Called at flow start, so the lease's round trip (and creating missing GCLs) overlaps
+        the job's own start-up work instead of following it. The block is held for
+        `prewarm_s` with nobody waiting, then released like any idle lease; the first
+        caller's `want` takes it over.
+        """
+        if limiter is not None:
+            self._bind(limiter)
+        if self._running:
+            return  # already leasing: the prewarm would change nothing
+        self._prewarm_until = time.monotonic() + self.prewarm_s
+        self._start()
+
+    def _bind(self, limiter: AccountLimiter) -> None:
         if self._limiter is None:
             self._limiter, self._started0 = limiter, limiter.stats.started
+
+    def _start(self) -> None:
         if not self._running:
             self._running = True
             self._task = asyncio.get_running_loop().create_task(self._run())
-        self._wake.set()
 
     async def idle(self, limiter: AccountLimiter) -> None:
         del limiter
@@ -179,6 +180,7 @@ class PrefectLeaseCapacity:
         """Hand every lease back now. A later `want` leases again, so a limiter bound to
         this source stays usable."""
         task, self._task = self._task, None
+        self._prewarm_until = 0.0
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,9 +224,13 @@ class PrefectLeaseCapacity:
     async def _step(self) -> bool:
         if not self._ensured:
             await self._ensure_limits()
-        now, st = time.monotonic(), self._lim.stats
+        now, st = time.monotonic(), self._st
         await self._renew_due(now)
-        if st.waiting == 0 and st.in_flight == 0:
+        if st.waiting == 0 and st.in_flight == 0 and now < self._prewarm_until:
+            self._idle_since = None
+            if self.held == 0 and self._want_more() and now >= self._next_try:
+                await self._acquire(now)
+        elif st.waiting == 0 and st.in_flight == 0:
             self._idle_since = self._idle_since or now
             if now - self._idle_since >= self.grace_s:
                 await self._release_all()
@@ -254,9 +260,13 @@ class PrefectLeaseCapacity:
         return True
 
     async def _sleep(self) -> None:
-        now, st = time.monotonic(), self._lim.stats
+        now, st = time.monotonic(), self._st
         delays = [lease.renew_at - now for lease in self._all_leases()]
-        if st.waiting or st.in_flight:
+        if not (st.waiting or st.in_flight) and now < self._prewarm_until:
+            delays.append(self._prewarm_until - now)
+            if self.held == 0:
+                delays.append(self._next_try - now)
+        elif st.waiting or st.in_flight:
             delays.append(0.25)  # local checks (spare, drain): no server call unless due
             if st.waiting and self._want_more():
                 delays.append(self._next_try - now)
@@ -277,22 +287,25 @@ class PrefectLeaseCapacity:
         return self.held < self._cap() and self._draining is None
 
     def _tokens_left(self) -> int:
-        return self._tokens - (self._lim.stats.started - self._started0)
+        return self._tokens - (self._st.started - self._started0)
 
     def _apply(self) -> None:
         """Publish capacity: held slots minus a draining lease, and within bought tokens."""
-        cap = self.held - (self._draining.slots if self._draining else 0)
-        if self._rate is not None:
-            # Out of tokens: 0, not in_flight, or every release would admit a start unpaid.
-            left = self._tokens_left()
-            cap = min(cap, self._lim.stats.in_flight + left) if left > 0 else 0
-        self._lim.set_capacity(cap)
+        if self._limiter is None:
+            return  # a prewarm: the first `want` binds the limiter and publishes
+        cap = policy.published_capacity(
+            held=self.held,
+            draining=self._draining.slots if self._draining else 0,
+            in_flight=self._st.in_flight,
+            tokens_left=self._tokens_left() if self._rate is not None else None,
+        )
+        self._limiter.set_capacity(cap)
 
-    def _all_leases(self) -> list[_Lease]:
+    def _all_leases(self) -> list[Lease]:
         return [*self._leases.values(), *([self._demand] if self._demand else [])]
 
     # --- leases ------------------------------------------------------------------------------
-    async def _lease(self, name: str, slots: int) -> _Lease | None:
+    async def _lease(self, name: str, slots: int) -> Lease | None:
         """One lease of `slots` on `name`, or None when refused."""
         t0 = time.monotonic()
         try:
@@ -307,7 +320,7 @@ class PrefectLeaseCapacity:
             raise
         body = response.json()
         duration = self.lease_duration
-        lease = _Lease(UUID(body["lease_id"]), slots, t0 + duration / 3, t0 + duration)
+        lease = Lease(UUID(body["lease_id"]), slots, t0 + duration / 3, t0 + duration)
         if not body["limits"]:
             # The GCL is gone and the server granted an unlimited lease: recreate, retry.
             await self._release(lease)
@@ -318,12 +331,12 @@ class PrefectLeaseCapacity:
             self.stats.acquire_s = [*self.stats.acquire_s[-99:], time.monotonic() - t0]
         return lease
 
-    async def _release(self, lease: _Lease) -> None:
+    async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(httpx.HTTPError):
             await self._cli.release_concurrency_slots_with_lease(lease.id)
 
     async def _acquire(self, now: float) -> None:
-        slots = min(self.block, self._cap() - self.held, max(1, self._lim.stats.waiting))
+        slots = policy.slots_to_ask(self.block, self._cap(), self.held, self._st.waiting)
         lease = await self._lease(self._api, slots)
         if lease is None and slots > 1:  # fall back to what is free, if anything
             gcl = await self._cli.read_global_concurrency_limit_by_name(self._api)
@@ -336,9 +349,10 @@ class PrefectLeaseCapacity:
             return
         self._refusals += 1
         self.stats.refused += 1
-        poll = min(0.25, 0.05 * 1.5 ** (self._refusals - 1))
+        poll = policy.refusal_poll_s(self._refusals)
         self._next_try = now + poll * random.uniform(0.8, 1.2)
-        if self._demand is None:
+        if self._demand is None and self._st.waiting:
+            # NOTE: only callers waiting make this process starving; a prewarm does not.
             self._demand = await self._lease(self._demand_name, 1)
 
     async def _renew_due(self, now: float) -> None:
@@ -359,14 +373,14 @@ class PrefectLeaseCapacity:
             lease.expires_at = t0 + self.lease_duration
             self.stats.renewed += 1
 
-    def _lose(self, lease: _Lease, exc: BaseException) -> None:
+    def _lose(self, lease: Lease, exc: BaseException) -> None:
         if lease is self._demand:
             self._demand = None
             return
         self._leases.pop(lease.id, None)
         self._draining = None if self._draining is lease else self._draining
         self.stats.lost += 1
-        in_flight = self._lim.stats.in_flight
+        in_flight = self._st.in_flight
         log.warning(
             "%s: lease of %d slots lost (%s); %d calls in flight, %d slots still held",
             *(self.provider, lease.slots, exc, in_flight, self.held),
@@ -377,7 +391,7 @@ class PrefectLeaseCapacity:
         """Give the draining lease back once the calls in flight fit in the rest."""
         lease = self._draining
         assert lease is not None
-        if self._lim.stats.in_flight > self.held - lease.slots:
+        if self._st.in_flight > self.held - lease.slots:
             return
         self._leases.pop(lease.id, None)
         self._draining = None
@@ -389,14 +403,15 @@ class PrefectLeaseCapacity:
             self._next_try = max(self._next_try, now + self.yield_s)
 
     async def _release_spare(self, now: float) -> None:
-        spare = self.held - self._lim.stats.in_flight
-        fits = [lease for lease in self._leases.values() if lease.slots <= spare]
-        if spare < self.block or not fits or self._draining is not None:
+        spare = policy.spare_lease(
+            self._leases.values(), held=self.held, in_flight=self._st.in_flight, block=self.block
+        )
+        if spare is None or self._draining is not None:
             self._spare_since = None
             return
         self._spare_since = self._spare_since or now
         if now - self._spare_since >= self.grace_s:
-            self._draining, self._spare_since = _biggest(fits), None
+            self._draining, self._spare_since = spare, None
             await self._finish_drain(now)
 
     async def _release_all(self) -> None:
@@ -415,16 +430,16 @@ class PrefectLeaseCapacity:
         if self.held <= self.block or self._draining is not None:
             return
         demand = await self._cli.read_global_concurrency_limit_by_name(self._demand_name)
-        starving = demand.active_slots - (1 if self._demand else 0)
-        fair = max(self.block, self._gcl_limit // (1 + max(0, starving)))
-        if starving <= 0 or self.held <= fair:
+        lease = policy.lease_to_give_back(
+            self._leases.values(),
+            held=self.held,
+            block=self.block,
+            gcl_limit=self._gcl_limit,
+            starving=demand.active_slots - (1 if self._demand else 0),
+        )
+        if lease is None:
             return
-        fits = [lease for lease in self._leases.values() if lease.slots <= self.held - fair]
-        if not fits:
-            # Within one lease of the fair share: handing a lease over would only swap who
-            # is above it (6/4 ↔ 4/6 with blocks of 2), idling its slots at every swap.
-            return
-        self._draining = _biggest(fits)
+        self._draining = lease
         self._yield_after_drain = True
         self.stats.given_back += 1
         await self._finish_drain(now)
@@ -440,21 +455,16 @@ class PrefectLeaseCapacity:
                 self._wake.set()  # let the manager buy
             await asyncio.sleep(self.rate_tick_s)
 
-    def _token_block(self) -> int:
-        assert self._rate is not None
-        return max(1, self._rate[1] // 3)
-
     def _tokens_low(self) -> bool:
-        # Keep about one block in hand: hoarded tokens would starve other processes.
-        return self._tokens_left() < min(self._lim.stats.waiting, self._token_block())
+        assert self._rate is not None
+        return policy.tokens_low(self._tokens_left(), self._st.waiting, self._rate[1])
 
     async def _buy_tokens(self, now: float) -> None:
         assert self._rate is not None
         name, bucket, decay = self._rate
         if not self._tokens_low():
             return
-        left, block, waiting = self._tokens_left(), self._token_block(), self._lim.stats.waiting
-        slots = min(bucket, min(block, waiting) + max(0, -left))
+        slots = policy.tokens_to_buy(bucket, self._st.waiting, self._tokens_left())
         try:
             response = await self._cli.increment_concurrency_slots(
                 names=[name], slots=slots, mode="rate_limit"
@@ -463,9 +473,7 @@ class PrefectLeaseCapacity:
             if exc.response.status_code not in (422, 423):
                 raise
             self._ensured = self._ensured and exc.response.status_code == 423
-            # Poll at ~1/4 token of refill: a purchase resets the server's decay clock and
-            # drops its fraction, so arriving late wastes the budget.
-            poll = min(0.25, max(0.02, 0.25 / max(decay, 1e-6)))
+            poll = policy.token_poll_s(decay)
             self._next_token_try = now + poll * random.uniform(0.8, 1.2)
             return
         if not response.json():  # the rate GCL is gone: recreate before buying again
