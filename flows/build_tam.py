@@ -12,7 +12,7 @@ from flows.find_contacts import find_contacts
 from flows.qualify import qualify_companies
 from flows.source_companies import source_companies
 from tam.models import JobStatus, JobType
-from tasks.hooks import JOB_HOOKS
+from orchestration.hooks import JOB_HOOKS
 from tasks.runtime import create_markdown, job_session
 
 STEPS: list[tuple[JobType, Any]] = [

@@ -15,8 +15,8 @@ from tam.errors import Unavailable
 from tam.job_reporter import utcnow
 from tam.models import JobType
 from tam.steps.linkedin import LinkedinContext, LinkedinTally, windows
-from tasks.hooks import JOB_HOOKS
-from tasks.limits import account_limiter
+from orchestration.hooks import JOB_HOOKS
+from orchestration.limits import account_limiter
 from tasks.linkedin import CONTEXTS, check_linkedin_task
 from tasks.runtime import chunked, job_session, quoted
 

@@ -26,8 +26,8 @@ from tam.steps.contacts import (
     search_groups,
 )
 from tasks.contacts import CONTEXTS, find_emails_task, search_people_task
-from tasks.hooks import JOB_HOOKS
-from tasks.limits import account_limiter
+from orchestration.hooks import JOB_HOOKS
+from orchestration.limits import account_limiter
 from tasks.runtime import chunked, job_session, quoted
 
 LIMITED = ("prospeo", "prospeo_enrich", "hunter", "neverbounce")

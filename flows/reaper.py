@@ -10,7 +10,7 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 
-import tasks.secrets  # noqa: F401 - installs the run-time Secret-block loader
+import orchestration.secrets  # noqa: F401 - installs the run-time Secret-block loader
 from tam.job_reporter import utcnow
 from tam.job_transitions import Move, Writer, guard
 from tam.models import Job, JobStatus, JobUpdate

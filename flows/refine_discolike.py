@@ -10,8 +10,8 @@ from prefect import flow
 from tam.clients.factory import discolike_client, usage_summary
 from tam.models import JobType
 from tam.steps.refine import InsertCount, RefineResult, inserter, plan_refine, refine_summary
-from tasks.hooks import JOB_HOOKS
-from tasks.limits import account_limiter
+from orchestration.hooks import JOB_HOOKS
+from orchestration.limits import account_limiter
 from tasks.runtime import job_session
 from tasks.sourcing import REFINE_RUNS, RefineRun, refine_discover_task
 

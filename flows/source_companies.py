@@ -17,8 +17,8 @@ from tam.steps.sourcing import (
     load_existing,
     plan_queries,
 )
-from tasks.hooks import JOB_HOOKS
-from tasks.limits import account_limiter
+from orchestration.hooks import JOB_HOOKS
+from orchestration.limits import account_limiter
 from tasks.runtime import chunked, job_session, quoted
 from tasks.sourcing import CONTEXTS, source_chunk_task
 

@@ -72,8 +72,13 @@ class BatchWriter(Generic[T]):
         self.flushes = 0
         self.rejected = 0  # items the database refused (each went to on_rejected)
 
+    def start(self) -> None:
+        """Start the flush timer (needs a running event loop)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
     async def __aenter__(self) -> BatchWriter[T]:
-        self._ticker = asyncio.create_task(self._tick())
+        self.start()
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:

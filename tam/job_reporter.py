@@ -57,7 +57,9 @@ class JobReporter:
         self._log = logger or logging.getLogger(__name__)
         self.total = 0
         self.done = 0
-        self.cost_usd = 0.0
+        # What the run spent so far: the job runtime points this at its cost meter (the
+        # one way cost reaches the row); a reporter on its own reports 0.
+        self.cost_source: Callable[[], float] = lambda: 0.0
         self.step_text: str | None = None
         self._dirty = False
         self._last_write = 0.0
@@ -111,10 +113,18 @@ class JobReporter:
         self.total = total
         self._dirty = True
 
-    def advance(self, n: int = 1, *, cost_usd: float = 0.0) -> None:
+    def advance(self, n: int = 1) -> None:
         self.done += n
-        self.cost_usd += cost_usd
         self._dirty = True
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_source()
+
+    @cost_usd.setter
+    def cost_usd(self, value: float) -> None:
+        # TODO(issue 11): goes once every step meters its cost through tam.runtime.
+        self.cost_source = lambda: value
 
     async def step(self, text: str) -> None:
         """Show a new step. Written now unless a write went out within the progress

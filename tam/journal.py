@@ -14,6 +14,7 @@ this guarantee across restarts only with that directory on a volume.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 from uuid import UUID
@@ -35,15 +36,25 @@ class ResultJournal(Generic[M]):
     def replay(self) -> list[M]:
         """Results journaled by an earlier run that may not have reached the database.
         A torn last line (killed mid-write) is skipped: its item is simply redone."""
+        return [result for batch in self.replay_batches() for result in batch]
+
+    def replay_batches(self, size: int = 500) -> Iterator[list[M]]:
+        """The same results, `size` at a time, read line by line: a journal as large as
+        its job is never in memory at once."""
         if not self.path.exists():
-            return []
-        results = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                results.append(self._model.model_validate_json(line))
-            except ValidationError:
-                continue
-        return results
+            return
+        batch: list[M] = []
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    batch.append(self._model.model_validate_json(line))
+                except ValidationError:
+                    continue
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
 
     def append(self, result: M) -> None:
         if self._fd is None:

@@ -29,7 +29,7 @@ from tam.journal import ResultJournal
 from tam.models import IcpProfile, JobType, Project
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
-from tasks.limits import close_account_limiters
+from orchestration.limits import close_account_limiters
 
 T = TypeVar("T")
 W = TypeVar("W")

@@ -344,7 +344,7 @@ def sqlite_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator
 
 
 async def test_a_hook_ends_the_row_only_when_its_run_owns_it(sqlite_settings: str) -> None:
-    from tasks.hooks import mark_job_cancelled, mark_job_crashed
+    from orchestration.hooks import mark_job_cancelled, mark_job_crashed
 
     store = open_store(sqlite_settings)
     await store.init_schema()
@@ -382,7 +382,7 @@ def supabase_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 async def test_hooks_write_to_supabase_when_only_supabase_is_configured(
     supabase_env: None, postgrest: FakePostgrest
 ) -> None:
-    from tasks.hooks import mark_job_crashed
+    from orchestration.hooks import mark_job_crashed
 
     rest = open_store(settings=supabase_settings())
     try:
@@ -403,7 +403,7 @@ async def test_reaper_and_job_session_use_supabase_when_only_supabase_is_configu
 
     from flows.reaper import reap_stale_jobs
     from tam.models import JobType
-    from tasks.runtime import job_session
+    from orchestration.session import job_session
 
     rest = open_store(settings=supabase_settings())
     try:

@@ -228,7 +228,7 @@ def test_the_environment_outranks_a_secret_source(monkeypatch: pytest.MonkeyPatc
         settings = get_settings()
     finally:
         # tasks/secrets.py is the session's source again.
-        from tasks.secrets import install
+        from orchestration.secrets import install
 
         install()
     assert settings.anthropic_api_key is not None and settings.hunter_api_key is not None
@@ -242,7 +242,7 @@ async def test_a_named_block_fills_an_unset_key_and_a_missing_one_is_named(
     secret_blocks: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tam.settings import get_settings
-    from tasks.secrets import SecretBlockError
+    from orchestration.secrets import SecretBlockError
 
     monkeypatch.delenv("PROSPEO_API_KEY", raising=False)
     monkeypatch.setenv("PROSPEO_API_KEY_BLOCK", "prospeo-api-key")

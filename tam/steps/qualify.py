@@ -1,27 +1,40 @@
-"""Qualify: ask Claude about each pending company, write verdicts in batches."""
+"""Qualify: ask Claude about each pending company, write verdicts in batches.
+
+No Prefect here. `start_qualify` replays the journal of a killed attempt, counts what is
+pending and opens the page stream of pending companies; `qualify_chunk` is one chunk of
+the run (a Prefect task run under Prefect) pulling companies from that stream into the
+shared sliding window; `finish_qualify` writes what is left and builds the summary.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tam.batch_writer import BatchWriter, RejectHandler
 from tam.clients._retry import call_with_retries
 from tam.clients.anthropic import ClaudeQualifier, Judgement
 from tam.errors import BadResponse, InvalidRequest
-from tam.job_reporter import JobReporter
 from tam.journal import ResultJournal
 from tam.limiters import AccountLimiter
 from tam.models import (
     NEEDS_REVIEW_PREFIX,
     Company,
     IcpProfile,
+    ProjectStatus,
     QualificationResult,
     QualificationStatus,
 )
+from tam.runtime import JobRuntime
+from tam.steps.chunks import Chunk, ChunkState, PageStream, chunk_count, work_chunk
 from tam.stores.base import RowRejected
+
+PROVIDER = "anthropic"
 
 _STATUS = {
     "qualified": QualificationStatus.qualified,
@@ -32,12 +45,11 @@ _STATUS = {
 
 @dataclass
 class QualifyTally:
+    """What one chunk (or the writer's refusals) counted; the run's is their sum."""
+
     qualified: int = 0
     disqualified: int = 0
     needs_review: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
     calls: int = 0
     store_errors: int = 0  # verdicts the database refused (stored as "Needs review")
 
@@ -46,22 +58,43 @@ class QualifyTally:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-@dataclass
-class QualifyContext:
-    """Everything one qualify run shares between its chunks."""
+class QualifySummary(BaseModel):
+    """The qualify job's result_summary (design.md §2: qualified, disqualified, total)."""
 
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    qualified: int = 0
+    disqualified: int = 0
+    needs_review: int = Field(0, alias="needsReview")
+    # Verdicts the database refused; those companies stay pending ("Needs review").
+    store_errors: int = Field(0, alias="storeErrors")
+    total: int = 0
+    input_tokens: int = Field(0, alias="inputTokens")
+    output_tokens: int = Field(0, alias="outputTokens")
+    cost_usd: float = Field(0.0, alias="costUsd")
+    project: dict[str, int] = Field(default_factory=dict)
+    # Verdicts taken from the journal of an earlier, killed attempt (not bought again).
+    resumed_verdicts: int = Field(0, alias="resumedVerdicts")
+
+
+@dataclass
+class QualifyRun:
+    """One qualify run: what its chunks share, and each chunk's state across retries."""
+
+    runtime: JobRuntime
     icp: IcpProfile
-    qualifier: ClaudeQualifier
-    limiter: AccountLimiter
-    writer: BatchWriter[QualificationResult]
-    reporter: JobReporter
-    max_attempts: int
-    journal: ResultJournal[QualificationResult] | None = None
-    # The run's totals and the companies answered so far, kept across task retries: a
-    # retried chunk skips what an earlier attempt answered (needs-review verdicts too,
-    # which stay `pending` in the database) and its counts are not lost with it.
-    tally: QualifyTally = field(default_factory=QualifyTally)
-    done: set[UUID] = field(default_factory=set)
+    journal: ResultJournal[QualificationResult]
+    resumed: int = 0
+    total: int = 0
+    chunks: int = 0
+    qualifier: ClaudeQualifier | None = None
+    limiter: AccountLimiter | None = None
+    writer: BatchWriter[QualificationResult] | None = None
+    pending: PageStream[Company] | None = None
+    window: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    # The writer's refusals move verdicts to needs_review (see `store_refused`).
+    refused: QualifyTally = field(default_factory=QualifyTally)
+    states: dict[int, ChunkState[Company, QualifyTally]] = field(default_factory=dict)
 
 
 def result_from_judgement(company: Company, judgement: Judgement) -> QualificationResult:
@@ -120,55 +153,121 @@ def store_refused(tally: QualifyTally | None) -> RejectHandler[QualificationResu
 
 
 async def qualify_one(
-    ctx: QualifyContext, company: Company, tally: QualifyTally
+    run: QualifyRun, company: Company, tally: QualifyTally
 ) -> QualificationResult:
     """One company → one verdict, counted in `tally`. Systemic and outage errors propagate
     (they fail the job); an answer this company alone cannot get becomes 'Needs review'."""
+    assert run.qualifier is not None
+    qualifier = run.qualifier
     try:
         judgement = await call_with_retries(
-            lambda: ctx.qualifier.judge(company, ctx.icp),
-            limiter=ctx.limiter,
-            max_attempts=ctx.max_attempts,
+            lambda: qualifier.judge(company, run.icp),
+            limiter=run.limiter,
+            max_attempts=run.runtime.settings.max_attempts,
         )
     except BadResponse as exc:
         return needs_review(company, f"malformed model output: {exc.message}")
     except InvalidRequest as exc:
         return needs_review(company, f"request rejected: {exc.message}")
     tally.calls += 1
-    tally.input_tokens += judgement.usage.input_tokens
-    tally.output_tokens += judgement.usage.output_tokens
-    tally.cost_usd += judgement.usage.cost_usd
-    ctx.reporter.cost_usd += judgement.usage.cost_usd
+    run.runtime.meter.add(judgement.usage)
     return result_from_judgement(company, judgement)
 
 
-async def qualify_chunk(ctx: QualifyContext, companies: Sequence[Company]) -> QualifyTally:
-    """Qualify a chunk concurrently; the shared limiter makes it a sliding window across
-    every chunk and run. The first systemic error cancels the rest of the chunk.
+async def start_qualify(runtime: JobRuntime) -> QualifyRun:
+    """Replay what a killed attempt paid for, count the pending companies, open the stream."""
+    _, icp = await runtime.load_project()
+    store, settings, reporter = runtime.store, runtime.settings, runtime.reporter
+    run = QualifyRun(runtime, icp, runtime.journal("qualify", QualificationResult))
+    # Needs-review verdicts of the killed attempt stay `pending` in the database: skipped.
+    answered: set[UUID] = set()
+    # Through a writer: a verdict the database refuses must not fail every re-run.
+    replay = runtime.writer(store.save_qualifications, on_rejected=store_refused(None))
+    for batch in run.journal.replay_batches(settings.read_page_size):
+        for result in batch:
+            run.resumed += 1
+            if result.status == QualificationStatus.pending:
+                answered.add(result.company_id)
+            await replay.add(result)
+    await replay.close()
+    if run.resumed:
+        runtime.logger.info("Replayed %d journaled verdicts", run.resumed)
+    await reporter.step("counting pending companies")
+    counts = await store.count_companies(runtime.project_id)
+    run.total = max(0, counts.get(QualificationStatus.pending.value, 0) - len(answered))
+    if not run.total:
+        return run
+    reporter.set_total(run.total)
+    await reporter.step(f"qualifying {run.total} companies")
+    run.qualifier = runtime.client(ClaudeQualifier)
+    run.limiter = runtime.limiter(PROVIDER)
+    run.writer = runtime.writer(store.save_qualifications, on_rejected=store_refused(run.refused))
+    run.pending = runtime.stream(
+        store.iter_companies(
+            runtime.project_id,
+            status=QualificationStatus.pending,
+            page_size=settings.read_page_size,
+        ),
+        skip=(lambda c: c.id in answered) if answered else None,
+    )
+    # The sliding window: companies in hand at once across every chunk (a page's worth,
+    # or twice the account's in-flight cap when that is more), whatever the job's size.
+    run.window = asyncio.Semaphore(
+        max(settings.read_page_size, 2 * settings.limit_for(PROVIDER).max_in_flight)
+    )
+    run.chunks = chunk_count(
+        run.total, max_chunks=settings.max_task_runs, min_size=settings.chunk_size
+    )
+    return run
 
-    Companies this run already answered are skipped (a retried chunk); what an attempt
-    counted is added to `ctx.tally` even when the attempt fails."""
-    tally = QualifyTally()
+
+async def qualify_chunk(run: QualifyRun, chunk: Chunk) -> QualifyTally:
+    """Ask Claude about pending companies, concurrently under the account's limit, until
+    none is left; verdicts are journaled as they arrive and written in batches.
+
+    A retry of this chunk redoes only the companies its failed attempt left unanswered,
+    so no company is sent to Claude twice; the tally returned counts both attempts.
+    """
+    assert run.pending is not None and run.writer is not None
+    state = run.states.setdefault(chunk.index, ChunkState(QualifyTally()))
+    writer, reporter = run.writer, run.runtime.reporter
 
     async def one(company: Company) -> None:
-        result = await qualify_one(ctx, company, tally)
-        ctx.done.add(company.id)
-        if ctx.journal is not None:
-            ctx.journal.append(result)  # paid for: never lose it to a crash
+        result = await qualify_one(run, company, state.tally)
+        run.journal.append(result)  # paid for: never lose it to a crash
         if result.status == QualificationStatus.qualified:
-            tally.qualified += 1
+            state.tally.qualified += 1
         elif result.status == QualificationStatus.disqualified:
-            tally.disqualified += 1
+            state.tally.disqualified += 1
         else:
-            tally.needs_review += 1
-        ctx.reporter.advance(1)
-        await ctx.writer.add(result)
+            state.tally.needs_review += 1
+        reporter.advance(1)
+        await writer.add(result)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for company in companies:
-                if company.id not in ctx.done:
-                    group.create_task(one(company))
-    finally:
-        ctx.tally.add(tally)
-    return tally
+    await work_chunk(run.pending, state, run.window, one)
+    return dataclasses.replace(state.tally)
+
+
+async def finish_qualify(run: QualifyRun, tallies: Sequence[QualifyTally]) -> QualifySummary:
+    """Write what is buffered, move the project on, and sum the chunks' tallies."""
+    runtime = run.runtime
+    await runtime.flush_writers()
+    tally = QualifyTally()
+    for chunk_tally in tallies:
+        tally.add(chunk_tally)
+    tally.add(run.refused)
+    if run.total:
+        await runtime.store.set_project_status(runtime.project_id, ProjectStatus.enriching)
+    usage = runtime.meter.by_provider().get(PROVIDER)
+    return QualifySummary(
+        qualified=tally.qualified,
+        disqualified=tally.disqualified,
+        needs_review=tally.needs_review,
+        store_errors=tally.store_errors,
+        total=tally.qualified + tally.disqualified + tally.needs_review,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cost_usd=round(usage.cost_usd, 6) if usage else 0.0,
+        project=await runtime.store.count_companies(runtime.project_id),
+        resumed_verdicts=run.resumed,
+    )

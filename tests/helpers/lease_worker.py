@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tam.settings import LimitConfig, Settings
-from tasks.limits import account_limiter, close_account_limiters, lease_source
+from orchestration.limits import account_limiter, close_account_limiters, lease_source
 
 
 async def main(spec: dict[str, Any]) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from orchestration.leases import PrefectLeaseCapacity
 from tam.limiters import AccountLimiter, limiter_for
 from tam.settings import Settings
-from tasks.leases import PrefectLeaseCapacity
 
 # One lease source per (event loop, provider), like the limiters it feeds.
 _SOURCES: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, PrefectLeaseCapacity]] = {}
@@ -17,7 +17,7 @@ def account_limiter(provider: str, settings: Settings) -> AccountLimiter:
     """The shared limiter for this provider account in this process.
 
     With `limiter_backend == "prefect"` its capacity is leased from the Prefect server, so
-    the account's budget holds across every flow run and worker (see `tasks.leases`).
+    the account's budget holds across every flow run and worker (see `orchestration.leases`).
     """
     config = settings.limit_for(provider)
     if settings.limiter_backend != "prefect":
@@ -52,3 +52,20 @@ async def close_account_limiters() -> None:
     for owner, source in list(_SOURCES.values()):
         if owner is loop:
             await source.close()
+
+
+async def prewarm(provider: str, settings: Settings) -> None:
+    """Take the account's first lease now, so its round trip overlaps the job's start-up
+    (claiming the row, loading the project) instead of delaying the first call."""
+    if settings.limiter_backend != "prefect":
+        return
+    limiter = account_limiter(provider, settings)
+    source = lease_source(provider)
+    warm = getattr(source, "prewarm", None)
+    if warm is not None:
+        await warm()
+        return
+    # NOTE: without a lease-side prewarm, one acquire does the same; the slot goes back at
+    # once and the lease stays for the limiter's idle grace, long enough for the first call.
+    await limiter.acquire()
+    limiter.release()
