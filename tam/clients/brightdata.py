@@ -30,14 +30,17 @@ from tam.errors import (
     Unavailable,
 )
 from tam.models import Usage
+from tam.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from tam.providers import ProviderSettings
 
 PROVIDER = "brightdata"
-DEFAULT_POLL_INTERVAL_S = 10.0  # what the API's own "try again in 10s" suggests
-DEFAULT_SNAPSHOT_TIMEOUT_S = 1800.0
-DEFAULT_PRICE_PER_RECORD_USD = 0.0015
+_ROW = PROVIDERS[PROVIDER]
+# The poll interval is what the API's own "try again in 10s" suggests.
+DEFAULT_POLL_INTERVAL_S: float = _ROW.settings_class.model_fields["poll_interval_s"].default
+DEFAULT_SNAPSHOT_TIMEOUT_S: float = _ROW.settings_class.model_fields["snapshot_timeout_s"].default
+DEFAULT_PRICE_PER_RECORD_USD = _ROW.prices["brightdata_record_usd"]
 # Consecutive transient failures tolerated while polling one snapshot before giving up.
 MAX_POLL_FAILURES = 5
 _NOT_READY = {"starting", "running", "building", "collecting", "digesting", "queued"}

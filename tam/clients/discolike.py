@@ -20,15 +20,16 @@ from tam.clients._http import map_status
 from tam.domains import normalize_domain
 from tam.errors import BadResponse, InvalidRequest, OutOfCredits, ProviderError
 from tam.models import NewCompany, Usage
+from tam.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from tam.providers import ProviderSettings
 
 PROVIDER = "discolike"
 MAX_SEED_DOMAINS = 10  # the API's limit on `domain` values per query
-# Starter-plan list prices; override per account.
-DEFAULT_PRICE_PER_QUERY_USD = 0.18
-DEFAULT_PRICE_PER_RECORD_USD = 0.0035
+# Starter-plan list prices (the table's); override per account.
+DEFAULT_PRICE_PER_QUERY_USD = PROVIDERS[PROVIDER].prices["discolike_query_usd"]
+DEFAULT_PRICE_PER_RECORD_USD = PROVIDERS[PROVIDER].prices["discolike_record_usd"]
 _CREDIT_WORDS = ("credit", "spend", "balance", "billing", "payment")
 _RANGE = re.compile(r"^\s*(\d[\d,]*)\s*(?:-|–|to|,)\s*(\d[\d,]*)\s*$")
 _OPEN_RANGE = re.compile(r"^\s*(\d[\d,]*)\s*\+\s*$")

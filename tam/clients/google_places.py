@@ -21,6 +21,7 @@ from tam.clients._http import map_status, retry_after_seconds
 from tam.domains import normalize_domain
 from tam.errors import AuthFailed, InvalidRequest, OutOfCredits, ProviderError, RateLimited
 from tam.models import NewCompany, Usage
+from tam.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from tam.providers import ProviderSettings
@@ -50,7 +51,7 @@ DEFAULT_FIELD_MASK = ",".join(
     + ["nextPageToken"]
 )
 # Text Search Enterprise SKU (websiteUri and phone numbers are Enterprise fields), per request.
-DEFAULT_PRICE_PER_REQUEST_USD = 0.035
+DEFAULT_PRICE_PER_REQUEST_USD = PROVIDERS[PROVIDER].prices["google_places_request_usd"]
 DEFAULT_PAGE_TOKEN_WAIT_S = 0.3
 PAGE_TOKEN_RETRIES = 3
 # Hosts shared by many businesses: a place "website" there is not the company's own domain.

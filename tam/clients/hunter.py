@@ -31,13 +31,14 @@ from tam.errors import (
     SystemicError,
     Unavailable,
 )
+from tam.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from tam.providers import ProviderSettings
 
 PROVIDER = "hunter"
 # NOTE: Starter plan list price ($49 / 2,000 credits); override with the account's price.
-DEFAULT_CREDIT_PRICE_USD = 0.0245
+DEFAULT_CREDIT_PRICE_USD = PROVIDERS[PROVIDER].prices["hunter_credit_usd"]
 # Error ids of a 404 that is a miss for this person, not an unknown route.
 MISS_ERROR_IDS = frozenset({"email_not_found", "person_not_found", "no_email_found"})
 

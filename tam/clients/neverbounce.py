@@ -24,6 +24,7 @@ from tam.errors import (
     RateLimited,
     Unavailable,
 )
+from tam.providers import PROVIDERS
 from tam.secrets import MASK
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 PROVIDER = "neverbounce"
 # NOTE: pay-as-you-go list price ($8 / 1,000 verifications); override with the real price.
-DEFAULT_CREDIT_PRICE_USD = 0.008
+DEFAULT_CREDIT_PRICE_USD = PROVIDERS[PROVIDER].prices["neverbounce_check_usd"]
 
 VerifyResult = Literal["valid", "invalid", "disposable", "catchall", "unknown"]
 _CREDIT_WORDS = ("credit", "balance")

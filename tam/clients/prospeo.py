@@ -24,6 +24,7 @@ from tam.errors import (
     RateLimited,
     Unavailable,
 )
+from tam.providers import PROVIDERS
 
 if TYPE_CHECKING:
     from tam.providers import ProviderSettings
@@ -32,7 +33,7 @@ PROVIDER = "prospeo"
 PER_PAGE = 25
 MAX_WEBSITES = 500
 # NOTE: Starter plan list price ($39 / 1,000 credits); override with the account's real price.
-DEFAULT_CREDIT_PRICE_USD = 0.039
+DEFAULT_CREDIT_PRICE_USD = PROVIDERS[PROVIDER].prices["prospeo_credit_usd"]
 
 ICP_TO_PROSPEO_SENIORITY = {
     "C-Suite": "C-Suite",
