@@ -1,5 +1,5 @@
 // tam-run-job: the app's Supabase Edge Function, changed to hand long-running steps to the
-// TAM pipeline's dispatch webhook (deployments/webhook.py) instead of running them here.
+// TAM pipeline's dispatch webhook (deployments/webhook/) instead of running them here.
 //
 // Why: an Edge Function lives ~150 s; qualifying 150 companies alone takes ~7 minutes.
 // The function checks who is calling, marks the job running, POSTs {jobId, jobType, projectId}
@@ -30,7 +30,7 @@ import {
   type SupabaseClient,
 } from "npm:@supabase/supabase-js@2";
 
-/** Job types the pipeline runs on Prefect (the webhook's FLOWS keys). */
+/** Job types the pipeline runs on Prefect (tam.models.JobType, which the webhook accepts). */
 export const LONG_RUNNING_JOB_TYPES = new Set([
   "source_companies",
   "qualify",
