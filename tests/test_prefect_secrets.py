@@ -231,9 +231,10 @@ def test_the_environment_outranks_a_secret_source(monkeypatch: pytest.MonkeyPatc
         from orchestration.secrets import install
 
         install()
-    assert settings.anthropic_api_key is not None and settings.hunter_api_key is not None
-    assert settings.anthropic_api_key.get_secret_value() == "from-env"
-    assert settings.hunter_api_key.get_secret_value() == "from-source"
+    anthropic_key, hunter_key = (settings.provider(p).api_key for p in ("anthropic", "hunter"))
+    assert anthropic_key is not None and hunter_key is not None
+    assert anthropic_key.get_secret_value() == "from-env"
+    assert hunter_key.get_secret_value() == "from-source"
     (names,) = asked
     assert "HUNTER_API_KEY" in names and "ANTHROPIC_API_KEY" not in names
 
@@ -248,7 +249,7 @@ async def test_a_named_block_fills_an_unset_key_and_a_missing_one_is_named(
     monkeypatch.setenv("PROSPEO_API_KEY_BLOCK", "prospeo-api-key")
     get_settings.cache_clear()
     try:
-        key = get_settings().prospeo_api_key
+        key = get_settings().provider("prospeo").api_key
         assert key is not None and key.get_secret_value() == secret_blocks["prospeo-api-key"]
         monkeypatch.setenv("PROSPEO_API_KEY_BLOCK", "no-such-block")
         get_settings.cache_clear()
