@@ -179,32 +179,43 @@ async def test_a_retried_chunk_still_counts_every_contact_once(
 ) -> None:
     import importlib
 
-    import tasks.linkedin as task_module
     from tam.errors import Unavailable
+    from tam.steps import linkedin as step
+    from tasks.chunks import chunk_task
 
     # NOTE: `flows.check_linkedin` the attribute is the flow; the module is in sys.modules.
     flow_module = importlib.import_module("flows.check_linkedin")
 
-    # One chunk task holding every batch; its first attempt writes one batch, then fails
+    # One chunk task pulling every batch; its first attempt writes one batch, then fails
     # transiently, so Prefect retries it and the retry skips what was already written.
     monkeypatch.setenv("TAM_MAX_TASK_RUNS", "1")
     get_settings.cache_clear()
+    attempts: list[int] = []
+
+    async def counted_chunk(run: Any, chunk: Any) -> Any:
+        attempts.append(chunk.index)
+        return await step.check_linkedin_chunk(run, chunk)
+
     monkeypatch.setattr(
         flow_module,
         "check_linkedin_task",
-        task_module.check_linkedin_task.with_options(retry_delay_seconds=0),
+        chunk_task(
+            counted_chunk, name="check-linkedin-posts", run_name="linkedin {chunk}"
+        ).with_options(retry_delay_seconds=0),
     )
-    real_chunk = task_module.check_chunk
-    attempts: list[int] = []
+    real_batch = step.check_batch
+    batches_done: list[int] = []
 
-    async def flaky_chunk(ctx: Any, batches: Any) -> Any:
-        attempts.append(len(batches))
-        if len(attempts) == 1:
-            await real_chunk(ctx, batches[:1])
+    async def flaky_batch(run: Any, batch: Any, tally: Any) -> None:
+        await real_batch(run, batch, tally)
+        batches_done.append(1)
+        if len(batches_done) == 1:
             raise Unavailable("connection reset after the first batch", provider="brightdata")
-        return await real_chunk(ctx, batches)
 
-    monkeypatch.setattr(task_module, "check_chunk", flaky_chunk)
+    monkeypatch.setattr(step, "check_batch", flaky_batch)
+    # One snapshot at a time: the failure cuts off no collection already bought.
+    monkeypatch.setenv("TAM_LIMITS", '{"brightdata": {"max_in_flight": 1}}')
+    get_settings.cache_clear()
     emulator_control.configure("brightdata", snapshot_ready_s=0.05)
     project_id, urls = await seed(store, 12)
     batches = -(-len(urls) // 25)
@@ -213,7 +224,7 @@ async def test_a_retried_chunk_still_counts_every_contact_once(
 
     summary = await check_linkedin(project_id=project_id, job_id=job.id)
 
-    assert attempts == [batches, batches]  # the chunk task really ran twice
+    assert attempts == [0, 0]  # the chunk task really ran twice
     triggers = emulator_control.stats("brightdata", latencies=False)["calls_by_endpoint"]
     assert triggers["trigger"] == batches == summary["snapshots"]  # nothing bought twice
     contacts = await contacts_of(store, project_id)

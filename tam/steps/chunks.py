@@ -54,6 +54,27 @@ def chunk_count(total: int, *, max_chunks: int, min_size: int = 1) -> int:
     return max(1, min(max_chunks, -(-total // max(min_size, 1))))
 
 
+async def batched_pages(
+    pages: AsyncIterator[Sequence[T]], size: int
+) -> AsyncIterator[list[list[T]]]:
+    """The items of `pages` regrouped in batches of `size` (the last may be short), handed
+    on a page of batches at a time."""
+    carry: list[T] = []
+    async for page in pages:
+        carry.extend(page)
+        full = len(carry) - len(carry) % size
+        if full:
+            yield [carry[i : i + size] for i in range(0, full, size)]
+            carry = carry[full:]
+    if carry:
+        yield [carry]
+
+
+async def count_pages(pages: AsyncIterator[Sequence[object]]) -> int:
+    """How many items `pages` has, a page at a time (for a read without a count query)."""
+    return sum([len(page) async for page in pages])
+
+
 class PageStream(Generic[T]):
     """Items of an async page iterator, read at most `prefetch` pages ahead.
 

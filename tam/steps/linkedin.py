@@ -6,17 +6,21 @@ reported and its contacts stay unchecked, so a re-run picks them up. Only linked
 person profiles are sent (as ``https://www.linkedin.com/in/<slug>``); a contact whose URL is
 anything else is not bought: it is marked checked, inactive and counted `invalid_url`.
 
-The run's tally lives in the context and grows only when a batch's updates are queued, so a
-retried chunk task (which skips the batches already done) never under- or over-counts.
+The contacts to check stream page by page into batches; each chunk pulls batches from the
+one stream (tam.steps.chunks). A batch knows when it is settled (its updates queued, or
+given up), so a retried chunk that meets it again neither buys nor counts it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from uuid import UUID
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
@@ -26,10 +30,23 @@ from tam.clients.brightdata import (
     canonical_profile_url,
     normalize_profile_url,
 )
-from tam.errors import ProviderError, SystemicError
-from tam.job_reporter import JobReporter
+from tam.errors import ProviderError, SystemicError, Unavailable
+from tam.job_reporter import utcnow
 from tam.limiters import AccountLimiter
 from tam.models import Contact, ContactUpdate
+from tam.runtime import JobRuntime
+from tam.steps.chunks import (
+    Chunk,
+    ChunkState,
+    PageStream,
+    batched_pages,
+    chunk_count,
+    count_pages,
+    work_chunk,
+)
+
+PROVIDER = "brightdata"
+MAX_ERRORS_SHOWN = 5
 
 
 @dataclass
@@ -50,22 +67,54 @@ class LinkedinTally:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-@dataclass
-class LinkedinContext:
-    """Everything one check_linkedin run shares between its chunks."""
+class LinkedinSummary(BaseModel):
+    """The check_linkedin job's result_summary (design.md §2: active, inactive, total)."""
 
-    client: BrightDataClient
-    limiter: AccountLimiter
-    writer: BatchWriter[ContactUpdate]
-    reporter: JobReporter
-    max_attempts: int
+    model_config = ConfigDict(populate_by_name=True)
+
+    active: int = 0
+    inactive: int = 0
+    total: int = 0
+    unreachable: int = 0
+    # Contacts whose URL is not a linkedin.com/in/ profile: not sent to Bright Data.
+    invalid_urls: int = Field(0, alias="invalidUrls")
+    failed: int = 0
+    snapshots: int = 0
+    failed_snapshots: int = Field(0, alias="failedSnapshots")
+    errors: list[str] = Field(default_factory=list)
+    active_within_days: int = Field(0, alias="activeWithinDays")
+    forced: bool = False
+    cost_usd: float = Field(0.0, alias="costUsd")
+    usage: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Checks the database refused to store (logged): those contacts stay unchecked.
+    store_errors: int = Field(0, alias="storeErrors")
+
+
+@dataclass
+class ProfileBatch:
+    """One collection's contacts; `settled` once its updates are queued or it was given up."""
+
+    contacts: list[Contact]
+    settled: bool = False
+
+
+@dataclass
+class LinkedinRun:
+    """One check_linkedin run: what its chunks share, and each chunk's state."""
+
+    runtime: JobRuntime
     checked_at: datetime
     active_since: datetime  # a post at or after this makes a contact active
     collect_since: datetime  # how far back posts are collected
-    done: set[UUID] = field(default_factory=set)
-    # Contacts whose snapshot kept failing: reported once, not bought again by a task retry.
-    given_up: set[UUID] = field(default_factory=set)
-    tally: LinkedinTally = field(default_factory=LinkedinTally)  # the whole run's
+    forced: bool = False
+    total: int = 0
+    chunks: int = 0
+    client: BrightDataClient | None = None
+    limiter: AccountLimiter | None = None
+    writer: BatchWriter[ContactUpdate] | None = None
+    batches: PageStream[ProfileBatch] | None = None
+    window: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    states: dict[int, ChunkState[ProfileBatch, LinkedinTally]] = field(default_factory=dict)
 
 
 def windows(now: datetime, *, active_days: int, lookback_days: int) -> tuple[datetime, datetime]:
@@ -74,7 +123,7 @@ def windows(now: datetime, *, active_days: int, lookback_days: int) -> tuple[dat
 
 
 def updates_for(
-    ctx: LinkedinContext, contacts: Sequence[Contact], posts: ProfilePosts, tally: LinkedinTally
+    run: LinkedinRun, contacts: Sequence[Contact], posts: ProfilePosts, tally: LinkedinTally
 ) -> list[ContactUpdate]:
     """One update per contact: newest post date, active flag, checked-at."""
     newest = {normalize_profile_url(url): posts.last_post_date(url) for url in posts.posts}
@@ -83,7 +132,7 @@ def updates_for(
     for contact in contacts:
         key = normalize_profile_url(contact.linkedin_url)
         last = newest.get(key)
-        active = last is not None and last >= ctx.active_since
+        active = last is not None and last >= run.active_since
         tally.active += active
         tally.inactive += not active
         tally.unreachable += key in failed
@@ -92,13 +141,13 @@ def updates_for(
                 contact_id=contact.id,
                 linkedin_last_post_date=last,
                 linkedin_active=active,
-                linkedin_checked_at=ctx.checked_at,
+                linkedin_checked_at=run.checked_at,
             )
         )
     return updates
 
 
-def skipped_update(ctx: LinkedinContext, contact: Contact, tally: LinkedinTally) -> ContactUpdate:
+def skipped_update(run: LinkedinRun, contact: Contact, tally: LinkedinTally) -> ContactUpdate:
     """A contact whose URL is no profile: checked, inactive, never sent."""
     tally.invalid_url += 1
     tally.unreachable += 1
@@ -107,70 +156,158 @@ def skipped_update(ctx: LinkedinContext, contact: Contact, tally: LinkedinTally)
         contact_id=contact.id,
         linkedin_last_post_date=None,
         linkedin_active=False,
-        linkedin_checked_at=ctx.checked_at,
+        linkedin_checked_at=run.checked_at,
     )
 
 
-async def check_batch(ctx: LinkedinContext, contacts: Sequence[Contact]) -> LinkedinTally:
-    """One collection for the batch's profiles; its updates are written in batches.
+async def start_check(runtime: JobRuntime, *, force: bool = False) -> LinkedinRun:
+    """Count the contacts due for a check and open the stream of their batches."""
+    await runtime.load_project()
+    store, settings, reporter = runtime.store, runtime.settings, runtime.reporter
+    now = utcnow()
+    active_since, collect_since = windows(
+        now,
+        active_days=settings.linkedin_active_days,
+        lookback_days=settings.linkedin_lookback_days,
+    )
+    run = LinkedinRun(runtime, now, active_since, collect_since, forced=force)
+    due_before = now if force else now - timedelta(hours=settings.linkedin_recheck_after_h)
 
-    Returns the batch's tally; the same counts are added to `ctx.tally` once the batch's
-    updates are queued (the run's summary reads that one).
-    """
-    tally = LinkedinTally()
-    contacts = [c for c in contacts if c.id not in ctx.done and c.id not in ctx.given_up]
-    if not contacts:
-        return tally
+    def due() -> Any:
+        return store.iter_contacts_to_check(
+            runtime.project_id, checked_before=due_before, page_size=settings.read_page_size
+        )
+
+    await reporter.step("counting contacts to check")
+    run.total = await count_pages(due())
+    if not run.total:
+        return run
+    reporter.set_total(run.total)
+    size = settings.brightdata_profiles_per_snapshot
+    snapshots = -(-run.total // size)
+    run.client = runtime.client(BrightDataClient)
+    run.limiter = runtime.limiter(PROVIDER)
+    run.writer = runtime.writer(store.update_contacts)
+    run.batches = runtime.stream(_profile_batches(due(), size))
+    run.window = asyncio.Semaphore(max(8, 2 * settings.limit_for(PROVIDER).max_in_flight))
+    run.chunks = chunk_count(snapshots, max_chunks=settings.max_task_runs)
+    runtime.logger.info(
+        "Checking %d profiles in %d snapshots (posts since %s)",
+        run.total,
+        snapshots,
+        collect_since.date(),
+    )
+    await reporter.step(f"checking {run.total} profiles in {snapshots} snapshots")
+    return run
+
+
+async def _profile_batches(pages: Any, size: int) -> Any:
+    async for batches in batched_pages(pages, size):
+        yield [ProfileBatch(contacts) for contacts in batches]
+
+
+async def check_batch(run: LinkedinRun, batch: ProfileBatch, tally: LinkedinTally) -> None:
+    """One collection for the batch's profiles, counted in `tally`; its updates are
+    written in batches. A settled batch (met again by a retried chunk) is left alone."""
+    if batch.settled:
+        return
+    assert run.client is not None
+    client, reporter = run.client, run.runtime.reporter
+    contacts = batch.contacts
     skipped = [c for c in contacts if canonical_profile_url(c.linkedin_url) is None]
-    if skipped:
-        for contact in skipped:
-            await ctx.writer.add(skipped_update(ctx, contact, tally))
-        _settle(ctx, skipped, tally)
-        contacts = [c for c in contacts if c.id not in ctx.done]
-        if not contacts:
-            return tally
+    contacts = [c for c in contacts if canonical_profile_url(c.linkedin_url) is not None]
+    if not contacts:
+        counts = LinkedinTally()
+        await _queue(run, batch, [skipped_update(run, c, counts) for c in skipped])
+        tally.add(counts)
+        return
     urls = [c.linkedin_url for c in contacts]
     try:
         posts = await call_with_retries(
-            lambda: ctx.client.collect(urls, start_date=ctx.collect_since),
-            limiter=ctx.limiter,
-            max_attempts=ctx.max_attempts,
+            lambda: client.collect(urls, start_date=run.collect_since),
+            limiter=run.limiter,
+            max_attempts=run.runtime.settings.max_attempts,
         )
     except SystemicError:
         raise
     except ProviderError as exc:
         # Retried `max_attempts` times already: report it, leave the contacts unchecked.
-        failed = LinkedinTally(failed=len(contacts), failed_snapshots=1, errors=[str(exc)])
-        ctx.given_up.update(c.id for c in contacts)
-        ctx.tally.add(failed)
-        tally.add(failed)
-        ctx.reporter.advance(len(contacts))
-        return tally
-    bought = LinkedinTally(snapshots=1, records=posts.usage.credits, cost_usd=posts.usage.cost_usd)
+        counts = LinkedinTally(failed=len(contacts), failed_snapshots=1, errors=[str(exc)])
+        await _queue(run, batch, [skipped_update(run, c, counts) for c in skipped])
+        tally.add(counts)
+        reporter.advance(len(contacts))
+        return
     # Counted now, even if queuing the updates fails below: the snapshot was paid for.
-    ctx.tally.add(bought)
-    tally.add(bought)
-    ctx.reporter.cost_usd += posts.usage.cost_usd
+    tally.add(
+        LinkedinTally(snapshots=1, records=posts.usage.credits, cost_usd=posts.usage.cost_usd)
+    )
+    run.runtime.meter.add(posts.usage)
     checked = LinkedinTally()
-    for update in updates_for(ctx, contacts, posts, checked):
-        await ctx.writer.add(update)
-    _settle(ctx, contacts, checked)
+    updates = [skipped_update(run, c, checked) for c in skipped]
+    updates += updates_for(run, contacts, posts, checked)
+    await _queue(run, batch, updates)
     tally.add(checked)
-    return tally
 
 
-def _settle(ctx: LinkedinContext, contacts: Sequence[Contact], counts: LinkedinTally) -> None:
-    """The contacts' updates are queued: mark them done and count them for the run."""
-    ctx.done.update(c.id for c in contacts)
-    ctx.tally.add(counts)
-    ctx.reporter.advance(len(contacts))
+async def _queue(run: LinkedinRun, batch: ProfileBatch, updates: list[ContactUpdate]) -> None:
+    """Queue the batch's updates and settle it (the caller counts it only then)."""
+    assert run.writer is not None
+    for update in updates:
+        await run.writer.add(update)
+    batch.settled = True
+    run.runtime.reporter.advance(len(updates))
 
 
-async def check_chunk(ctx: LinkedinContext, batches: Sequence[Sequence[Contact]]) -> LinkedinTally:
-    """Several collections at once; the Bright Data limiter caps snapshots in flight."""
-    async with asyncio.TaskGroup() as group:
-        futures = [group.create_task(check_batch(ctx, batch)) for batch in batches]
-    total = LinkedinTally()
-    for future in futures:
-        total.add(future.result())
-    return total
+async def check_linkedin_chunk(run: LinkedinRun, chunk: Chunk) -> LinkedinTally:
+    """One Bright Data snapshot per batch of profiles (trigger → progress → download),
+    several at once under the account's limit, newest post per profile, results written
+    in batches, until no batch is left.
+
+    A snapshot that keeps failing after its retries is reported in the tally and its
+    contacts stay unchecked; a retry of this chunk redoes only the batches its failed
+    attempt did not settle, and the tally returned counts both attempts.
+    """
+    assert run.batches is not None
+    state = run.states.setdefault(chunk.index, ChunkState(LinkedinTally()))
+    await work_chunk(run.batches, state, run.window, lambda b: check_batch(run, b, state.tally))
+    return dataclasses.replace(state.tally, errors=list(state.tally.errors))
+
+
+async def finish_check(run: LinkedinRun, tallies: Sequence[LinkedinTally]) -> LinkedinSummary:
+    """Write what is buffered and sum the chunks' tallies; every snapshot failing fails
+    the job (Bright Data is down, not the profiles)."""
+    runtime = run.runtime
+    await runtime.flush_writers()
+    tally = LinkedinTally()
+    for chunk_tally in tallies:
+        tally.add(chunk_tally)
+    if tally.failed_snapshots and not tally.snapshots:
+        raise Unavailable(
+            f"every snapshot failed ({tally.failed_snapshots}); last: {tally.errors[-1]}",
+            provider=PROVIDER,
+        )
+    if tally.failed:
+        runtime.logger.warning(
+            "%d contacts left unchecked: %d snapshots kept failing (%s)",
+            tally.failed,
+            tally.failed_snapshots,
+            "; ".join(tally.errors[:MAX_ERRORS_SHOWN]),
+        )
+    usage = runtime.meter.by_provider().get(PROVIDER)
+    cost = round(usage.cost_usd, 6) if usage else 0.0
+    return LinkedinSummary(
+        active=tally.active,
+        inactive=tally.inactive,
+        total=tally.active + tally.inactive,
+        unreachable=tally.unreachable,
+        invalid_urls=tally.invalid_url,
+        failed=tally.failed,
+        snapshots=tally.snapshots,
+        failed_snapshots=tally.failed_snapshots,
+        errors=tally.errors[:MAX_ERRORS_SHOWN],
+        active_within_days=runtime.settings.linkedin_active_days,
+        forced=run.forced,
+        cost_usd=cost,
+        usage={PROVIDER: {"credits": usage.credits if usage else 0.0, "costUsd": cost}},
+        store_errors=runtime.rejected,
+    )
