@@ -57,7 +57,10 @@ def readers() -> dict[str, tuple[Any, Any]]:
         for name, field in row.settings_class.model_fields.items():
             if not isinstance(field.validation_alias, str):
                 continue
-            out[field.validation_alias] = (field, lambda s, p=row.name, n=name: getattr(s.provider(p), n))
+            out[field.validation_alias] = (
+                field,
+                lambda s, p=row.name, n=name: getattr(s.provider(p), n),
+            )
     return out
 
 
