@@ -11,9 +11,9 @@ from flows.check_linkedin import check_linkedin
 from flows.find_contacts import find_contacts
 from flows.qualify import qualify_companies
 from flows.source_companies import source_companies
-from tam.models import JobStatus, JobType
 from orchestration.hooks import JOB_HOOKS
-from tasks.runtime import create_markdown, job_session
+from orchestration.session import create_markdown, job_session
+from tam.models import JobStatus, JobType, Usage
 
 STEPS: list[tuple[JobType, Any]] = [
     (JobType.source_companies, source_companies),
@@ -66,7 +66,6 @@ async def build_tam(project_id: UUID, job_id: UUID | None = None) -> dict[str, A
         reporter.set_total(len(STEPS))
         jobs: dict[str, str] = {}
         results: dict[str, Any] = {}
-        cost = 0.0
         for index, (step, step_flow) in enumerate(STEPS, start=1):
             child_id = step_job_id(session.job_id, step)
             await store.create_job(project_id, step.value, job_id=child_id)
@@ -79,8 +78,9 @@ async def build_tam(project_id: UUID, job_id: UUID | None = None) -> dict[str, A
                 raise PipelineStepFailed(f"step {step.value} failed: {error}")
             summary = job.result_summary or {}
             results[step.value] = summary
-            cost += float(summary.get("costUsd") or 0.0)
-            reporter.cost_usd = cost
+            # What the step's own row says it spent: its providers are metered there.
+            spent = float(summary.get("costUsd") or 0.0)
+            session.meter.add(Usage(provider=step.value, cost_usd=spent))
             reporter.advance(1)
         await create_markdown(
             "build-tam-costs",
@@ -92,6 +92,6 @@ async def build_tam(project_id: UUID, job_id: UUID | None = None) -> dict[str, A
                 "steps": [step.value for step, _ in STEPS],
                 "jobIds": jobs,
                 "results": results,
-                "costUsd": round(cost, 6),
+                "costUsd": round(session.meter.total_usd, 6),
             }
         )

@@ -247,8 +247,12 @@ class JobRuntime:
 
     # --- the end --------------------------------------------------------------------------
     async def complete(self, summary: BaseModel | dict[str, Any]) -> dict[str, Any]:
-        """Write the final summary (its JSON keys are design.md §2's) and publish it."""
-        data = summary.model_dump(by_alias=True) if isinstance(summary, BaseModel) else summary
+        """Write the final summary (its JSON keys are design.md §2's; a field left None is
+        left out) and publish it."""
+        if isinstance(summary, BaseModel):
+            data = summary.model_dump(by_alias=True, exclude_none=True)
+        else:
+            data = summary
         # Observability for the "round trips grow with batches, not rows" budget.
         data = {**data, "dbRoundTrips": self.store.round_trips + 1}
         await self.reporter.complete(data)

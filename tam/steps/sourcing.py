@@ -4,18 +4,22 @@ No Prefect here. A run is planned as a list of queries (one Discolike search ove
 seed group, one per Places text query); queries run concurrently under each account's
 limiter, and the companies they find are deduplicated by normalized domain (by place id
 for places without a website) against each other and the project before a batched upsert.
+Each chunk pulls queries from the run's stream (tam.steps.chunks); a query leaves a chunk's
+hands only once it has run to its end, so a retried chunk reruns exactly the queries its
+failed attempt had not finished, and the run's dedup keeps their companies counted once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from tam.batch_writer import BatchWriter
 from tam.clients._retry import call_with_retries
@@ -25,9 +29,10 @@ from tam.clients.google_places import PAGE_TOKEN_RETRIES, GooglePlacesClient, Pl
 from tam.clients.google_places import to_new_company as places_company
 from tam.domains import normalize_domain
 from tam.errors import InvalidRequest, JobInputError
-from tam.job_reporter import JobReporter
 from tam.limiters import AccountLimiter
-from tam.models import Company, IcpProfile, NewCompany, Project, Usage
+from tam.models import Company, IcpProfile, NewCompany, Project, ProjectStatus
+from tam.runtime import JobRuntime
+from tam.steps.chunks import Chunk, ChunkState, PageStream, chunk_count, work_chunk
 from tam.stores.base import Store
 
 PLACES_PAGE_SIZE = 20
@@ -143,6 +148,8 @@ def plan_queries(
 
 @dataclass
 class SourcingTally:
+    """What one chunk counted; the run's is their sum (rows inserted: the run's writer)."""
+
     queries: int = 0
     discolike_results: int = 0
     places_results: int = 0
@@ -152,42 +159,69 @@ class SourcingTally:
     seeds_excluded: int = 0  # look-alikes that were one of the run's own seeds
     inserted: int = 0
 
+    def add(self, other: SourcingTally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class SourceSummary(BaseModel):
+    """The source_companies job's result_summary."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    companies_found: int = Field(0, alias="companiesFound")
+    inserted: int = 0
+    # Found, new to the project, yet not inserted: a concurrent run inserted them first.
+    failed: int = 0
+    already_in_project: int = Field(0, alias="alreadyInProject")
+    discolike_results: int = Field(0, alias="discolikeResults")
+    places_results: int = Field(0, alias="placesResults")
+    places_without_domain: int = Field(0, alias="placesWithoutDomain")
+    queries: int = 0
+    total_companies: int = Field(0, alias="totalCompanies")
+    cost_usd: float = Field(0.0, alias="costUsd")
+    usage: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # Companies the database refused (logged; the rest of their batch was written).
+    store_errors: int | None = Field(None, alias="storeErrors")
+
 
 @dataclass
-class SourcingContext:
-    """Everything one sourcing run shares between its chunks."""
+class SourcingRun:
+    """One sourcing run: what its chunks share, and each chunk's state."""
 
-    project_id: UUID
-    discolike: DiscolikeClient | None
-    places: GooglePlacesClient | None
-    limiters: dict[str, AccountLimiter]
-    writer: BatchWriter[NewCompany]
-    reporter: JobReporter
-    max_attempts: int
-    existing_domains: set[str]
-    existing_place_ids: set[str]
-    tally: SourcingTally = field(default_factory=SourcingTally)
-    done: set[str] = field(default_factory=set)
+    runtime: JobRuntime
+    queries: list[SourceQuery]
+    chunks: int = 0
+    discolike: DiscolikeClient | None = None
+    places: GooglePlacesClient | None = None
+    limiters: dict[str, AccountLimiter] = field(default_factory=dict)
+    writer: BatchWriter[NewCompany] | None = None
+    stream: PageStream[SourceQuery] | None = None
+    existing_domains: set[str] = field(default_factory=set)
+    existing_place_ids: set[str] = field(default_factory=set)
+    written: SourcingTally = field(default_factory=SourcingTally)  # rows really inserted
+    states: dict[int, ChunkState[SourceQuery, SourcingTally]] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
 
-    def usage(self) -> list[Usage]:
-        return [c.usage for c in (self.discolike, self.places) if c is not None]
+    @property
+    def project_id(self) -> UUID:
+        return self.runtime.project_id
 
-    def cost_usd(self) -> float:
-        return sum(u.cost_usd for u in self.usage())
-
-    async def offer(self, company: NewCompany, place_id: str | None = None) -> bool:
+    async def offer(
+        self, company: NewCompany, tally: SourcingTally, place_id: str | None = None
+    ) -> bool:
         """Queue a company unless this run or the project already has it; True when it is
         new to this run (found)."""
+        assert self.writer is not None
         key = company.domain or (f"place:{place_id}" if place_id else None)
         if key is None or key in self._seen:
             return False
         self._seen.add(key)
-        self.tally.found += 1
+        tally.found += 1
         if (company.domain and company.domain in self.existing_domains) or (
             not company.domain and place_id in self.existing_place_ids
         ):
-            self.tally.already_in_project += 1
+            tally.already_in_project += 1
             return True
         await self.writer.add(company)
         return True
@@ -220,7 +254,7 @@ def insert_counter(
     return flush
 
 
-async def run_discolike(ctx: SourcingContext, query: SourceQuery) -> None:
+async def run_discolike(ctx: SourcingRun, query: SourceQuery, tally: SourcingTally) -> None:
     """Every seed group in turn, each asking only for what the record budget has left."""
     client = ctx.discolike
     assert client is not None
@@ -242,23 +276,22 @@ async def run_discolike(ctx: SourcingContext, query: SourceQuery) -> None:
         page = await call_with_retries(
             discover,
             limiter=ctx.limiters["discolike"],
-            max_attempts=ctx.max_attempts,
+            max_attempts=ctx.runtime.settings.max_attempts,
         )
-        ctx.reporter.cost_usd = ctx.cost_usd()
-        ctx.tally.discolike_results += len(page.companies)
-        ctx.tally.seeds_excluded += page.seeds_dropped
+        tally.discolike_results += len(page.companies)
+        tally.seeds_excluded += page.seeds_dropped
         for item in page.companies:
             if budget <= 0:
                 break
             company = discolike_company(ctx.project_id, item)
             if company.domain in all_seeds:
-                ctx.tally.seeds_excluded += 1
+                tally.seeds_excluded += 1
                 continue
             # NOTE: not the shared tally's delta: Places queries count there concurrently.
-            budget -= await ctx.offer(company)
+            budget -= await ctx.offer(company, tally)
 
 
-async def run_places(ctx: SourcingContext, query: SourceQuery) -> None:
+async def run_places(ctx: SourcingRun, query: SourceQuery, tally: SourcingTally) -> None:
     """One text query, page by page; each page is its own limited, retried request."""
     client = ctx.places
     assert client is not None and query.text
@@ -267,21 +300,20 @@ async def run_places(ctx: SourcingContext, query: SourceQuery) -> None:
     while taken < query.max_results:
         size = min(PLACES_PAGE_SIZE, query.max_results - taken)
         page = await _places_page(ctx, client, query, token, size)
-        ctx.reporter.cost_usd = ctx.cost_usd()
         for place in page.places[: query.max_results - taken]:
             taken += 1
-            ctx.tally.places_results += 1
+            tally.places_results += 1
             company = places_company(ctx.project_id, place)
             if company.domain is None:
-                ctx.tally.places_without_domain += 1
-            await ctx.offer(company, place_id=place.id)
+                tally.places_without_domain += 1
+            await ctx.offer(company, tally, place_id=place.id)
         if not page.next_page_token or not page.places:
             break
         token = page.next_page_token
 
 
 async def _places_page(
-    ctx: SourcingContext,
+    ctx: SourcingRun,
     client: GooglePlacesClient,
     query: SourceQuery,
     token: str | None,
@@ -302,7 +334,7 @@ async def _places_page(
                     region_code=query.region_code,
                 ),
                 limiter=ctx.limiters["google_places"],
-                max_attempts=ctx.max_attempts,
+                max_attempts=ctx.runtime.settings.max_attempts,
             )
         except InvalidRequest:
             if token is None or attempt == PAGE_TOKEN_RETRIES:
@@ -311,20 +343,88 @@ async def _places_page(
     raise AssertionError("unreachable")
 
 
-async def source_chunk(ctx: SourcingContext, queries: Sequence[SourceQuery]) -> None:
-    """Run the chunk's queries concurrently; the first systemic error cancels the rest."""
+async def start_sourcing(
+    runtime: JobRuntime, places_queries: list[str] | None = None
+) -> SourcingRun:
+    """Plan the queries; with any, read the project's domains and open the clients."""
+    project, icp = await runtime.load_project()
+    store, settings, reporter = runtime.store, runtime.settings, runtime.reporter
+    queries = plan_queries(
+        project,
+        icp,
+        extra_places=places_queries,
+        places_limit=settings.places_max_results,
+        min_digital_footprint=settings.discolike_min_digital_footprint,
+    )
+    run = SourcingRun(runtime, queries)
+    if not queries:
+        runtime.logger.info("The ICP has no seed domains, industry text or places queries")
+        return run
+    kinds = {q.kind for q in queries}
+    run.discolike = runtime.client(DiscolikeClient) if "discolike" in kinds else None
+    run.places = runtime.client(GooglePlacesClient) if "google_places" in kinds else None
+    run.limiters = {kind: runtime.limiter(kind) for kind in kinds}
+    reporter.set_total(len(queries))
+    await reporter.step("loading the project's companies")
+    run.existing_domains, run.existing_place_ids = await load_existing(
+        store, runtime.project_id, settings.read_page_size
+    )
+    run.writer = runtime.writer(insert_counter(store, run.written))
+    run.stream = PageStream.of(queries)
+    run.chunks = chunk_count(len(queries), max_chunks=settings.max_task_runs)
+    runtime.logger.info(
+        "Sourcing with %d queries: %s", len(queries), ", ".join(q.label for q in queries)
+    )
+    await reporter.step(f"running {len(queries)} sourcing queries")
+    return run
+
+
+async def source_chunk(run: SourcingRun, chunk: Chunk) -> SourcingTally:
+    """Run Discolike / Google Places queries under each account's limiter until none is
+    left; companies are queued for batched upserts as they arrive.
+
+    A retry of this chunk reruns only the queries its failed attempt had not finished;
+    companies already queued are not queued again, and the tally counts both attempts.
+    """
+    assert run.stream is not None
+    state = run.states.setdefault(chunk.index, ChunkState(SourcingTally()))
+    tally = state.tally
 
     async def one(query: SourceQuery) -> None:
-        if query.label in ctx.done:
-            return
         if query.kind == "discolike":
-            await run_discolike(ctx, query)
+            await run_discolike(run, query, tally)
         else:
-            await run_places(ctx, query)
-        ctx.done.add(query.label)
-        ctx.tally.queries += 1
-        ctx.reporter.advance(1)
+            await run_places(run, query, tally)
+        tally.queries += 1
+        run.runtime.reporter.advance(1)
 
-    async with asyncio.TaskGroup() as group:
-        for query in queries:
-            group.create_task(one(query))
+    # Every query at once, as before: each account's limiter sets the pace.
+    window = asyncio.Semaphore(max(1, len(run.queries)))
+    await work_chunk(run.stream, state, window, one)
+    return dataclasses.replace(tally)
+
+
+async def finish_sourcing(run: SourcingRun, tallies: Sequence[SourcingTally]) -> SourceSummary:
+    """Write the queued companies, move the project to `qualifying`, sum the tallies."""
+    runtime = run.runtime
+    await runtime.flush_writers()
+    tally = SourcingTally()
+    for chunk_tally in tallies:
+        tally.add(chunk_tally)
+    tally.add(run.written)
+    await runtime.store.set_project_status(runtime.project_id, ProjectStatus.qualifying)
+    counts = await runtime.store.count_companies(runtime.project_id)
+    return SourceSummary(
+        companies_found=tally.found,
+        inserted=tally.inserted,
+        failed=max(0, tally.found - tally.already_in_project - tally.inserted),
+        already_in_project=tally.already_in_project,
+        discolike_results=tally.discolike_results,
+        places_results=tally.places_results,
+        places_without_domain=tally.places_without_domain,
+        queries=tally.queries,
+        total_companies=counts["total"],
+        cost_usd=round(runtime.meter.total_usd, 6),
+        usage=runtime.meter.summary(),
+        store_errors=runtime.rejected if run.queries else None,
+    )
