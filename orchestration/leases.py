@@ -346,6 +346,10 @@ class PrefectLeaseCapacity:
             self._leases[lease.id] = lease
             self._refusals = 0
             self.stats.acquired += 1
+            # NOTE: a new lease is kept at least one fair-share period. With more holders
+            # than the limit splits into evenly (10 in blocks of 2 over 4), the slots above
+            # the shares otherwise went back at once and idled at every hand-over.
+            self._next_fair = max(self._next_fair, now + self.fair_share_s)
             return
         self._refusals += 1
         self.stats.refused += 1

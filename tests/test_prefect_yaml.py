@@ -182,8 +182,8 @@ def test_steps_exist_and_take_the_arguments_given() -> None:
 
 
 def test_job_variables_name_secret_blocks_never_values() -> None:
-    from tam.settings import secret_env_names
     from orchestration.secrets import BLOCK_SUFFIX
+    from tam.settings import secret_env_names
 
     assert not LITERAL_SECRET.search(PREFECT_YAML.read_text())
     named = 0
