@@ -9,6 +9,8 @@ from uuid import UUID
 
 from prefect import flow
 
+from orchestration.hooks import JOB_HOOKS
+from orchestration.limits import account_limiter
 from tam.clients.factory import hunter_client, neverbounce_client, prospeo_client, usage_summary
 from tam.clients.prospeo import prospeo_locations, prospeo_seniorities
 from tam.models import Contact, ContactUpdate, JobType, ProjectStatus, Usage
@@ -26,8 +28,6 @@ from tam.steps.contacts import (
     search_groups,
 )
 from tasks.contacts import CONTEXTS, find_emails_task, search_people_task
-from orchestration.hooks import JOB_HOOKS
-from orchestration.limits import account_limiter
 from tasks.runtime import chunked, job_session, quoted
 
 LIMITED = ("prospeo", "prospeo_enrich", "hunter", "neverbounce")

@@ -21,6 +21,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
+from orchestration.limits import close_account_limiters
 from tam.batch_writer import BatchWriter, RejectHandler
 from tam.errors import JobInputError
 from tam.failures import describe_failure
@@ -29,7 +30,6 @@ from tam.journal import ResultJournal
 from tam.models import IcpProfile, JobType, Project
 from tam.settings import Settings, get_settings
 from tam.stores import NotFoundInStore, Store, StoreError, open_store
-from orchestration.limits import close_account_limiters
 
 T = TypeVar("T")
 W = TypeVar("W")

@@ -402,8 +402,8 @@ async def test_reaper_and_job_session_use_supabase_when_only_supabase_is_configu
     from prefect import flow
 
     from flows.reaper import reap_stale_jobs
-    from tam.models import JobType
     from orchestration.session import job_session
+    from tam.models import JobType
 
     rest = open_store(settings=supabase_settings())
     try:

@@ -242,8 +242,8 @@ def test_the_environment_outranks_a_secret_source(monkeypatch: pytest.MonkeyPatc
 async def test_a_named_block_fills_an_unset_key_and_a_missing_one_is_named(
     secret_blocks: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tam.settings import get_settings
     from orchestration.secrets import SecretBlockError
+    from tam.settings import get_settings
 
     monkeypatch.delenv("PROSPEO_API_KEY", raising=False)
     monkeypatch.setenv("PROSPEO_API_KEY_BLOCK", "prospeo-api-key")

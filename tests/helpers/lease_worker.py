@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tam.settings import LimitConfig, Settings
 from orchestration.limits import account_limiter, close_account_limiters, lease_source
+from tam.settings import LimitConfig, Settings
 
 
 async def main(spec: dict[str, Any]) -> None:
