@@ -1,4 +1,7 @@
-"""Start and stop a local Prefect server (the reliable default; see design.md §6)."""
+"""Start and stop a local Prefect server.
+
+The reliable default: see docs/performance.md, "Measured facts about Prefect".
+"""
 
 from __future__ import annotations
 

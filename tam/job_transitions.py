@@ -1,4 +1,5 @@
-"""Who may move a tam_job_queue row, and from where (design.md §9): the one table.
+"""Who may move a tam_job_queue row, and from where: the one table (docs/contracts.md,
+"Who moves the job row", says it in prose).
 
 Every writer of the job row — the run itself (JobReporter), the flow hooks, the dispatch
 webhook and the reaper — asks `guard(writer, move, ...)` for the condition the row must meet,
@@ -151,7 +152,8 @@ def guard(
     flow_run_id: UUID | None | _Unset = _UNSET,
     stale_before: datetime | None = None,
 ) -> JobGuard:
-    """The condition the row must meet for `writer` to make `move` (design.md §9).
+    """The condition the row must meet for `writer` to make `move` (docs/contracts.md,
+    "Who moves the job row").
 
     `flow_run_id` is the writer's own run (run, hook), or the run the webhook or the reaper
     saw on the row when it decided (None: the row had none). Raises TransitionNotAllowed for

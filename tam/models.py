@@ -165,7 +165,8 @@ class Project(StoredModel):
     status: ProjectStatus = ProjectStatus.sourcing
     icp_profile: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
-    # The customer who owns the project and every row under it (design.md §8); None is nobody.
+    # The customer who owns the project and every row under it; None is nobody
+    # (docs/contracts.md, "Tenancy and security").
     user_id: UUID | None = None
 
     def icp(self) -> IcpProfile:

@@ -247,8 +247,8 @@ class JobRuntime:
 
     # --- the end --------------------------------------------------------------------------
     async def complete(self, summary: BaseModel | dict[str, Any]) -> dict[str, Any]:
-        """Write the final summary (its JSON keys are design.md §2's; a field left None is
-        left out) and publish it."""
+        """Write the final summary (its JSON keys are those of docs/contracts.md,
+        "result_summary keys"; a field left None is left out) and publish it."""
         if isinstance(summary, BaseModel):
             data = summary.model_dump(by_alias=True, exclude_none=True)
         else:

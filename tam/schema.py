@@ -115,8 +115,8 @@ projects = sa.Table(
     _created_at(),
     # Opt-in for the scheduled refine-all flow.
     sa.Column("auto_refine", sa.Boolean, nullable=False, server_default=sa.text("false")),
-    # The owner (design.md §8). On Supabase it defaults to auth.uid(); there is no auth
-    # schema here, so the writer passes it. NULL: nobody's project.
+    # The owner (docs/contracts.md, "Tenancy and security"). On Supabase it defaults to
+    # auth.uid(); there is no auth schema here, so the writer passes it. NULL: nobody's project.
     sa.Column("user_id", sa.Uuid),
     sa.Index("tam_projects_user_id_idx", "user_id"),
 )

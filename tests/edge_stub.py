@@ -9,7 +9,8 @@ in deployments/edge-function/tam-run-job.ts, over the same SQLite database the w
   service-role key, a forged or expired token) is an error, as GoTrue's `bad_jwt`;
 - REST (PostgREST): `GET` and `PATCH /rest/v1/<table>` with `eq` / `neq` / `in` / `is`
   filters, `select=`, `Prefer: return=representation` and the single-object Accept header.
-  The JWT's role decides what a request sees, as RLS does on Supabase (design.md §8):
+  The JWT's role decides what a request sees, as RLS does on Supabase (docs/contracts.md,
+  "Tenancy and security"):
   `service_role` everything, `authenticated` only rows of projects whose `user_id` is the
   token's `sub`, `anon` nothing; only the service role writes.
 

@@ -1,4 +1,5 @@
-"""The transition table (tam/job_transitions.py, design.md §9) and the store's guard.
+"""The transition table (tam/job_transitions.py; docs/contracts.md, "Who moves the job row")
+and the store's guard.
 
 Every (writer, move) the table has, against a row in every status, owned by the writer's run
 or another one: the pure `admits` and the compare-and-set each backend applies (SQLite,

@@ -1,4 +1,5 @@
-"""Tenant isolation on Supabase (design.md §8), on real PostgreSQL with Supabase's roles.
+"""Tenant isolation on Supabase (docs/contracts.md, "Tenancy and security"), on real
+PostgreSQL with Supabase's roles.
 
 Two customers, A and B, each own a project with a company, a contact and a job; a third
 project has no owner. Every table, every command, as A, as B, as anon and as the service

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.postgres
 
 TABLES = ["tam_projects", "tam_companies", "tam_contacts", "tam_job_queue"]
 
-# The app's tables as they stood before this product: only the columns design.md §2 names,
+# The app's tables as they stood before this product: only the columns docs/contracts.md,
+# "Tables", lists as the app's,
 # and a job status check (under a name of its own) that does not allow 'cancelled'.
 ORIGINAL_TABLES = """
 create table tam_projects (

@@ -149,7 +149,7 @@ async def test_round_trips_grow_with_batches_not_rows(
         [QualificationResult(company_id=c.id, status="qualified", reason="ok") for c in rows]
     )
     writes = store.round_trips - before
-    assert writes <= 1000 / 25, writes  # design.md §7: at most 1 per 25 rows written
+    assert writes <= 1000 / 25, writes  # docs/performance.md, "Targets": ≤ 1 per 25 rows
     assert store.round_trips == len(postgrest.requests)
 
 

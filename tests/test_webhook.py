@@ -543,7 +543,7 @@ async def test_cancel_when_prefect_is_down_is_502_and_leaves_the_row(
     assert (await db.get_job(job_id)).status == JobStatus.running
 
 
-# --- the transition table through the webhook (design.md §9) ---------------------------------
+# --- the transition table through the webhook (docs/contracts.md, "Who moves the job row") ---
 async def dispatch(client: httpx.AsyncClient, project_id: UUID, job_id: UUID) -> httpx.Response:
     return await client.post("/api/tam/run", json=body(project_id, job_id), headers=HEADERS)
 

@@ -7,7 +7,8 @@
 // worker runs the step and keeps tam_job_queue up to date; the frontend keeps polling
 // tam_job_queue exactly as before.
 //
-// Who may start a job (design.md §8, §9): Supabase's JWT gate lets the public anon key through,
+// Who may start a job (docs/contracts.md, "Tenancy and security" and "Who moves the job row"):
+// Supabase's JWT gate lets the public anon key through,
 // so the function itself verifies the caller's user JWT (auth.getUser), reads the job through a
 // client that carries that JWT (RLS shows a user only jobs of projects they own), and only then
 // uses the service role to move the row: pending / failed / cancelled → running, never from
@@ -40,7 +41,7 @@ export const LONG_RUNNING_JOB_TYPES = new Set([
   "build_tam",
 ]);
 
-/** The states a caller may start a job from (design.md §9). */
+/** The states a caller may start a job from (docs/contracts.md, "Who moves the job row"). */
 export const STARTABLE_STATUSES = ["pending", "failed", "cancelled"] as const;
 
 // The webhook bounds its own dispatch (its Prefect calls) to WEBHOOK_BUDGET_MS (its setting
@@ -186,7 +187,8 @@ export async function dispatchLongRunningJob(
   // A row that was already running belongs to its run, which this call did not start. Ours
   // fails only while its flow_run_id is still the one we saw (NULL on a first attempt): once
   // the webhook recorded a run (it may have started one, then failed to answer in time), that
-  // run owns the row. `dispatch: true` lets such a run override the mark (design.md §9). The
+  // run owns the row. `dispatch: true` lets such a run override the mark (docs/contracts.md,
+  // "Who moves the job row"). The
   // webhook marks its own failures itself when it can; this covers requests it never saw.
   const mark = service
     .from("tam_job_queue")

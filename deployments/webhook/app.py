@@ -1,4 +1,5 @@
-"""The dispatch webhook the app's tam-run-job Edge Function calls (design.md §2).
+"""The dispatch webhook the app's tam-run-job Edge Function calls (docs/contracts.md, "The
+dispatch webhook").
 
 `POST /api/tam/run` starts the Prefect deployment for a job, `GET /api/tam/jobs/{id}` and
 `POST /api/tam/jobs/{id}/cancel` watch and stop it, `GET /healthz` reports reachability.

@@ -1,4 +1,5 @@
--- Tenancy: every tam_* row belongs to one customer, the owner of its project (design.md §8).
+-- Tenancy: every tam_* row belongs to one customer, the owner of its project
+-- (docs/contracts.md, "Tenancy and security").
 --
 -- A signed-in user (role authenticated, auth.uid() = the JWT's sub) reads only rows of
 -- projects they own, in all four tables; creates projects owned by themselves, renames them,
@@ -203,7 +204,8 @@ create policy tam_contacts_no_delete on public.tam_contacts
   as restrictive for delete to authenticated using (false);
 
 -- tam_job_queue: read; create a pending job for an own project. Moving a job is the Edge
--- Function's and the pipeline's (service role), never the browser's (design.md §9).
+-- Function's and the pipeline's (service role), never the browser's (docs/contracts.md,
+-- "Who moves the job row").
 create policy tam_job_queue_own_select on public.tam_job_queue
   for select to authenticated
   using (exists (select 1 from public.tam_projects p

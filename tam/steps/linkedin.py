@@ -68,7 +68,8 @@ class LinkedinTally:
 
 
 class LinkedinSummary(BaseModel):
-    """The check_linkedin job's result_summary (design.md §2: active, inactive, total)."""
+    """The check_linkedin job's result_summary (docs/contracts.md, "result_summary keys":
+    active, inactive, total)."""
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -59,7 +59,8 @@ class QualifyTally:
 
 
 class QualifySummary(BaseModel):
-    """The qualify job's result_summary (design.md §2: qualified, disqualified, total)."""
+    """The qualify job's result_summary (docs/contracts.md, "result_summary keys":
+    qualified, disqualified, total)."""
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

@@ -135,7 +135,8 @@ async def refine(
 
 
 class RefineSummary(BaseModel):
-    """The refine_discolike job's result_summary: design.md §2's seven keys, then extras.
+    """The refine_discolike job's result_summary: the seven keys of docs/contracts.md,
+    "result_summary keys", then extras.
     `failed`: candidates not inserted (another run inserted the same domain first)."""
 
     model_config = ConfigDict(populate_by_name=True)
