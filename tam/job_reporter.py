@@ -121,11 +121,6 @@ class JobReporter:
     def cost_usd(self) -> float:
         return self.cost_source()
 
-    @cost_usd.setter
-    def cost_usd(self, value: float) -> None:
-        # TODO(issue 11): goes once every step meters its cost through tam.runtime.
-        self.cost_source = lambda: value
-
     async def step(self, text: str) -> None:
         """Show a new step. Written now unless a write went out within the progress
         interval (flows announce two or three steps in their first second; the pump writes

@@ -62,3 +62,15 @@ async def _call(chunk: ChunkTask[S, R], run: S, which: Chunk) -> R:
     call: Any = chunk
     result: R = await call(quote(run), which)
     return result
+
+
+async def run_fed_chunks(
+    chunk: ChunkTask[S, R], run: S, feed: asyncio.Queue[Chunk | None]
+) -> list[R]:
+    """A task run of `chunk` for each `Chunk` put on `feed` (as work is found), until a
+    None; their results in the order they were fed."""
+    async with asyncio.TaskGroup() as group:
+        futures = []
+        while (which := await feed.get()) is not None:
+            futures.append(group.create_task(_call(chunk, run, which)))
+    return [future.result() for future in futures]

@@ -37,10 +37,10 @@ class Chunk:
     """Which of a run's chunks a task run is (its state's key, and its label)."""
 
     index: int
-    of: int
+    of: int  # 0 while the run does not know yet (chunks formed as work arrives)
 
     def __str__(self) -> str:
-        return f"{self.index + 1}/{self.of}"
+        return f"{self.index + 1}/{self.of}" if self.of else str(self.index + 1)
 
 
 def chunk_count(total: int, *, max_chunks: int, min_size: int = 1) -> int:

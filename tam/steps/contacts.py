@@ -27,7 +27,9 @@ from tam.domains import normalize_domain
 from tam.job_reporter import JobReporter
 from tam.journal import ResultJournal
 from tam.limiters import AccountLimiter
-from tam.models import Company, Contact, ContactUpdate, NewContact, QualificationStatus, Usage
+from tam.models import Company, Contact, ContactUpdate, NewContact, QualificationStatus
+from tam.runtime import JobRuntime
+from tam.steps.chunks import Chunk
 from tam.steps.email_waterfall import EmailLookup, find_email
 from tam.stores.base import Store
 
@@ -148,6 +150,8 @@ async def replay_journals(
 
 @dataclass
 class ContactsTally:
+    """What one chunk counted (contacts found: the run's writer); the run's is their sum."""
+
     companies_searched: int = 0
     search_pages: int = 0
     people_seen: int = 0
@@ -156,6 +160,15 @@ class ContactsTally:
     emails_found: int = 0
     email_statuses: Counter[str] = field(default_factory=Counter)
     email_sources: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: ContactsTally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def copy(self) -> ContactsTally:
+        new = ContactsTally()
+        new.add(self)
+        return new
 
 
 @dataclass
@@ -167,14 +180,14 @@ class ContactsContext:
     hunter: HunterClient
     neverbounce: NeverBounceClient
     limiters: dict[str, AccountLimiter]
-    reporter: JobReporter
-    max_attempts: int
+    runtime: JobRuntime
     seniorities: list[str]
     locations: list[str]
     plan: ContactsPlan
     contact_writer: BatchWriter[NewContact]
     update_writer: BatchWriter[ContactUpdate]
-    tally: ContactsTally = field(default_factory=ContactsTally)
+    # Contacts the writer really inserted (its flush counts them).
+    written: ContactsTally = field(default_factory=ContactsTally)
     done: set[UUID] = field(default_factory=set)  # companies searched, contacts emailed
     # Paid answers are journaled the moment they arrive, before the batched write, so a
     # killed worker's re-run never buys them again (see tam.journal).
@@ -184,11 +197,19 @@ class ContactsContext:
     # buy Hunter again for a contact whose NeverBounce check failed (see find_email).
     waterfall_memo: Memo = field(default_factory=dict)
 
-    def usage(self) -> list[Usage]:
-        return [self.prospeo.usage, self.hunter.usage, self.neverbounce.usage]
+    # Each chunk's tally, by chunk ("search 1", "emails 3"), kept across its retries.
+    tallies: dict[str, ContactsTally] = field(default_factory=dict)
+    # The chunks' inputs, by index: search groups up front, contacts as they are found.
+    search_chunks: list[list[list[Company]]] = field(default_factory=list)
+    email_chunks: dict[int, list[Contact]] = field(default_factory=dict)
 
-    def cost_usd(self) -> float:
-        return sum(u.cost_usd for u in self.usage())
+    @property
+    def max_attempts(self) -> int:
+        return self.runtime.settings.max_attempts
+
+    @property
+    def reporter(self) -> JobReporter:
+        return self.runtime.reporter
 
 
 def contact_inserter(
@@ -230,7 +251,9 @@ class ChunkFeeder(Generic[T]):
 
 
 # --- search -------------------------------------------------------------------------------
-async def _search_page(ctx: ContactsContext, websites: list[str], page: int) -> PersonSearchPage:
+async def _search_page(
+    ctx: ContactsContext, websites: list[str], page: int, tally: ContactsTally
+) -> PersonSearchPage:
     result = await call_with_retries(
         lambda: ctx.prospeo.search_people(
             websites, seniorities=ctx.seniorities, locations=ctx.locations, page=page
@@ -238,8 +261,7 @@ async def _search_page(ctx: ContactsContext, websites: list[str], page: int) -> 
         limiter=ctx.limiters["prospeo"],
         max_attempts=ctx.max_attempts,
     )
-    ctx.tally.search_pages += 1
-    ctx.reporter.cost_usd = ctx.cost_usd()
+    tally.search_pages += 1
     return result
 
 
@@ -257,18 +279,20 @@ def _new_contact(ctx: ContactsContext, company: Company, hit: PersonHit) -> NewC
     )
 
 
-async def search_group(ctx: ContactsContext, group: Sequence[Company]) -> None:
+async def search_group(
+    ctx: ContactsContext, group: Sequence[Company], tally: ContactsTally
+) -> None:
     """People at one group of ≤ 500 companies: every page, then the per-company cap."""
     group = [c for c in group if c.id not in ctx.done]
     if not group:
         return
     websites = [c.domain for c in group if c.domain]
-    first = await _search_page(ctx, websites, 1)
+    first = await _search_page(ctx, websites, 1, tally)
     pages = {1: first}
     if first.pagination.total_page > 1:
         async with asyncio.TaskGroup() as tasks:
             later = {
-                n: tasks.create_task(_search_page(ctx, websites, n))
+                n: tasks.create_task(_search_page(ctx, websites, n, tally))
                 for n in range(2, first.pagination.total_page + 1)
             }
         pages.update((n, task.result()) for n, task in later.items())
@@ -278,7 +302,7 @@ async def search_group(ctx: ContactsContext, group: Sequence[Company]) -> None:
     kept: list[NewContact] = []
     for n in sorted(pages):  # result order decides who is kept under the cap
         for hit in pages[n].results:
-            ctx.tally.people_seen += 1
+            tally.people_seen += 1
             company = by_domain.get(_hit_domain(hit) or "")
             url = hit.person.linkedin_url
             if company is None or not url or url in ctx.plan.known_urls:
@@ -295,7 +319,7 @@ async def search_group(ctx: ContactsContext, group: Sequence[Company]) -> None:
     for company in group:
         ctx.done.add(company.id)
         ctx.plan.slots[company.id] = slots[company.id]
-    ctx.tally.companies_searched += len(group)
+    tally.companies_searched += len(group)
     # Each company weighs 1 + its open slots; slots nobody filled are done now.
     ctx.reporter.advance(len(group) + sum(slots.values()))
 
@@ -306,14 +330,21 @@ def _hit_domain(hit: PersonHit) -> str | None:
     return normalize_domain(hit.company.domain) or normalize_domain(hit.company.website)
 
 
-async def search_chunk(ctx: ContactsContext, groups: Sequence[Sequence[Company]]) -> None:
+async def search_chunk(ctx: ContactsContext, chunk: Chunk) -> ContactsTally:
+    """Prospeo person search for each group of ≤ 500 companies of this chunk (every page,
+    concurrently under the Prospeo limiter), keeping at most `contactsPerCompany` per
+    company. New contacts are upserted in batches and handed to the email chunks as they
+    land; a retry skips the companies already searched, and its tally counts both attempts.
+    """
+    tally = ctx.tallies.setdefault(f"search {chunk}", ContactsTally())
     async with asyncio.TaskGroup() as tasks:
-        for group in groups:
-            tasks.create_task(search_group(ctx, group))
+        for group in ctx.search_chunks[chunk.index]:
+            tasks.create_task(search_group(ctx, group, tally))
+    return tally.copy()
 
 
 # --- emails -------------------------------------------------------------------------------
-async def find_email_for(ctx: ContactsContext, contact: Contact) -> None:
+async def find_email_for(ctx: ContactsContext, contact: Contact, tally: ContactsTally) -> None:
     company = ctx.plan.targets.get(contact.company_id)
     lookup = EmailLookup(
         first_name=contact.first_name,
@@ -345,19 +376,22 @@ async def find_email_for(ctx: ContactsContext, contact: Contact) -> None:
         ctx.email_journal.append(update)
     await ctx.update_writer.add(update)
     ctx.done.add(contact.id)
-    tally = ctx.tally
     tally.emails_checked += 1
     tally.email_statuses[outcome.email_status] += 1
     if outcome.email is not None:
         tally.emails_found += 1
         tally.email_sources[outcome.source or "unknown"] += 1
-    ctx.reporter.cost_usd = ctx.cost_usd()
     ctx.reporter.advance(1)
 
 
-async def email_chunk(ctx: ContactsContext, contacts: Sequence[Contact]) -> None:
-    """The waterfall for each contact, concurrently; each provider's limiter sets the pace."""
+async def email_chunk(ctx: ContactsContext, chunk: Chunk) -> ContactsTally:
+    """The email waterfall (Prospeo enrich → Hunter → NeverBounce) for each contact of
+    this chunk, concurrently under each provider's limiter. A retry skips the contacts
+    already answered, so no email is bought twice; its tally counts both attempts."""
+    tally = ctx.tallies.setdefault(f"emails {chunk}", ContactsTally())
     async with asyncio.TaskGroup() as tasks:
-        for contact in contacts:
+        for contact in ctx.email_chunks[chunk.index]:
             if contact.id not in ctx.done:
-                tasks.create_task(find_email_for(ctx, contact))
+                tasks.create_task(find_email_for(ctx, contact, tally))
+    del ctx.email_chunks[chunk.index]  # done: its contacts need not stay in memory
+    return tally.copy()
